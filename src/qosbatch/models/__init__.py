@@ -1,0 +1,1 @@
+"""Models: the zoo, the user's own files or factories, and the backends that run them."""

@@ -1,0 +1,1 @@
+"""Measuring: a model's batch latency over (batch, cores), and a node's compute power."""

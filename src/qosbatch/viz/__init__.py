@@ -1,0 +1,1 @@
+"""Plots people would rather look at than read (matplotlib, no display needed)."""
