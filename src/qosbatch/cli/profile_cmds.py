@@ -87,7 +87,9 @@ def profile(
     output: Annotated[Path, typer.Option("-o", "--output", help="Profile JSON to write.")] = Path(
         "profile.json"
     ),
-    batch_sizes: Annotated[str, typer.Option(help="Batch sizes to fit on.")] = "1,2,4,8,16,32",
+    batch_sizes: Annotated[
+        str, typer.Option(help="Batch sizes to fit on.")
+    ] = "1,2,3,4,6,8,12,16,24,32",
     cores: Annotated[
         str | None, typer.Option(help="Core counts, e.g. 1,2 (default: 1..all).")
     ] = None,
@@ -135,6 +137,7 @@ def profile(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=err_console,
+        transient=True,
     ) as bar:
         task = bar.add_task(f"profiling {ref.name}", total=total)
 
@@ -166,20 +169,22 @@ def print_fit(result: Profile) -> None:
     console.print(
         f"{info.name} ({info.backend}, {flops}) on {result.node.cpu_model} [c: {gflops} GFLOP/s]"
     )
-    table = Table(title="latency models")
-    for col in ("model", "held-out MAPE", "held-out max", "in-sample MAPE", "parameters"):
-        table.add_column(col)
+    table = Table(title="latency models (held-out: sizes measured but never fitted on)")
+    for col in ("model", "held-out MAPE", "held-out max", "points", "in-sample MAPE"):
+        table.add_column(col, justify="left" if col == "model" else "right")
     fit = result.fit or {"models": {}}
     for kind, entry in fit["models"].items():
         held = entry["heldout"]
         table.add_row(
             kind + (" (best)" if kind == fit.get("best") else ""),
-            f"{held['mape_pct']:.2f}% ({held['points']} pts)" if held else "n/a",
+            f"{held['mape_pct']:.2f}%" if held else "n/a",
             f"{held['max_ape_pct']:.2f}%" if held else "n/a",
+            str(held["points"]) if held else "0",
             f"{entry['in_sample']['mape_pct']:.2f}%",
-            _params_text(entry["params"]),
         )
     console.print(table)
+    for kind, entry in fit["models"].items():
+        console.print(f"  {kind}: {_params_text(entry['params'])}")
     for cc in fit.get("cross_core", []):
         console.print(
             f"flops*p/c from {cc['from_cores']} core(s) predicting {cc['to_cores']}: "
@@ -189,11 +194,15 @@ def print_fit(result: Profile) -> None:
 
 def _params_text(params: dict[str, Any]) -> str:
     if params["kind"] == "amdahl":
-        return " ".join(
-            f"{k[:-2]}={params[k] * 1e3:.3g}ms" for k in ("alpha_s", "beta_s", "gamma_s", "delta_s")
-        )
-    dens = params["density_by_batch"]
-    return "p(b): " + " ".join(f"{b}:{p:.2f}" for b, p in dens.items())
+        names = ("alpha_s", "beta_s", "gamma_s", "delta_s")
+        terms = " ".join(f"{k[:-2]}={params[k] * 1e3:.3g}" for k in names)
+        return f"s = (alpha*b + beta)/c + gamma*b + delta, in ms: {terms}"
+    parts = []
+    for cores, by_batch in params["density"].items():
+        items = list(by_batch.items())
+        (b_lo, p_lo), (b_hi, p_hi) = items[0], items[-1]
+        parts.append(f"{cores}c p(b={b_lo})={p_lo:.2f}..p(b={b_hi})={p_hi:.2f}")
+    return "s = flops*b*p(b)/c, " + "; ".join(parts)
 
 
 @app.command()

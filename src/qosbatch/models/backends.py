@@ -7,6 +7,7 @@ and a worker can change its core count in place without being rebuilt.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,7 +48,12 @@ class TorchBackend:
 
         self._torch = torch
         self.device = device
-        self.module = module.to(device).eval()
+        if device != "cpu":
+            module = module.to(device)
+        # A torch.export module is already traced for inference and refuses eval().
+        with contextlib.suppress(NotImplementedError):
+            module.eval()
+        self.module = module
         if threads:
             self.set_threads(threads)
 
