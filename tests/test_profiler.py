@@ -65,3 +65,14 @@ def test_a_failing_model_stops_with_the_reason_and_no_points():
     assert prof.partial
     assert prof.measurements == []
     assert "1-core run failed" in prof.settings["stopped"]
+
+
+@pytest.mark.slow
+def test_onnx_backend_profiles_from_one_shared_export():
+    settings = RunSettings(warmup=1, repeats=3, max_seconds=2.0, backend="onnx")
+    request = ProfileRequest(resolve_model("small-cnn"), [1, 4], [1], [], settings)
+    prof = run_profile(request)
+    assert not prof.partial, prof.settings.get("stopped")
+    assert prof.model.backend == "onnx"
+    assert prof.model.flops_per_sample and prof.model.flops_per_sample > 0
+    assert [m.batch for m in prof.measurements] == [1, 4]

@@ -1,0 +1,110 @@
+"""Choosing batch settings with the queueing model: BatOpt's trade-off, and capacity.
+
+- ``optimize_ab``: for one arrival rate, the (a, b) that minimises mean latency
+  plus omega times mean memory, subject to a latency bound and blocking <= eps.
+- ``max_rate``: the highest arrival rate one configuration sustains under a
+  latency target, what the planner prices configurations by.
+Pure numpy/scipy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from qosbatch.queueing.service import ServiceTime, as_service_time
+from qosbatch.queueing.solver import KappaTable, QueueResult, check_arguments, solve_many
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The chosen (a, b) and how it does; ``feasible`` False when nothing met the bounds."""
+
+    result: QueueResult
+    objective: float  # mean latency (s) + omega * mean memory (bytes)
+    feasible: bool
+    considered: int  # (a, b) pairs solved
+
+
+def optimize_ab(
+    rate: float,
+    service_time: ServiceTime | Callable[[int], float],
+    capacity: int,
+    max_batch: int,
+    latency_bound_s: float | None = None,
+    eps: float = 1e-3,
+    omega: float = 0.0,
+    memory: Callable[[int], float] | None = None,
+) -> Choice:
+    """Search every 1 <= a <= b <= max_batch at this rate.
+
+    Where no pair meets the bounds, the pair with the lowest latency is returned,
+    marked infeasible, so the caller can say how far off the best one is.
+    """
+    check_arguments(rate, 1, max_batch, capacity)
+    if omega and memory is None:
+        raise ValueError("omega > 0 weighs memory, so memory (k -> bytes) must be given")
+    table = KappaTable(float(rate), as_service_time(service_time), capacity, max_batch)
+    best: Choice | None = None
+    fallback: QueueResult | None = None
+    considered = 0
+    for b in range(1, max_batch + 1):
+        for res in solve_many(table, list(range(1, b + 1)), b, memory):
+            considered += 1
+            if fallback is None or res.mean_latency < fallback.mean_latency:
+                fallback = res
+            ok = res.blocking_probability <= eps and (
+                latency_bound_s is None or res.mean_latency <= latency_bound_s
+            )
+            if not ok:
+                continue
+            objective = res.mean_latency + omega * (res.mean_memory or 0.0)
+            if best is None or objective < best.objective:
+                best = Choice(res, objective, True, 0)
+    if best is None:
+        assert fallback is not None  # max_batch >= 1, so at least one pair was solved
+        return Choice(fallback, fallback.mean_latency, False, considered)
+    return Choice(best.result, best.objective, True, considered)
+
+
+def max_rate(
+    a: int,
+    b: int,
+    capacity: int,
+    service_time: ServiceTime | Callable[[int], float],
+    latency_target_s: float,
+    eps: float = 1e-3,
+    rel_tol: float = 1e-3,
+) -> float:
+    """The highest arrival rate with mean latency <= target and blocking <= eps (0 if none).
+
+    With a > 1 latency is not monotone in the rate (at a trickle, requests wait
+    for a batch to fill), so the feasible rates form an interval; this returns
+    its top. Searched from the saturation rate b / s(b) downwards on a
+    geometric grid, then refined by bisection between the last infeasible and
+    first feasible rates.
+    """
+    service = as_service_time(service_time)
+    check_arguments(1.0, a, b, capacity)
+    if latency_target_s <= 0:
+        raise ValueError(f"latency target must be > 0 s, got {latency_target_s}")
+
+    def ok(rate: float) -> bool:
+        table = KappaTable(rate, service, capacity, b)
+        res = solve_many(table, [a], b)[0]
+        return res.blocking_probability <= eps and res.mean_latency <= latency_target_s
+
+    saturation = b / float(service.mean_s(b))
+    hi = saturation * 1.5  # blocking is far above any sensible eps past saturation
+    lo = hi
+    while not ok(lo):
+        hi = lo
+        lo *= 0.7
+        if lo < saturation * 1e-6:
+            return 0.0
+    if lo == hi:  # feasible even at 1.5x saturation: only possible with a loose eps
+        return hi
+    while hi - lo > rel_tol * lo:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo
