@@ -3,8 +3,27 @@
 from __future__ import annotations
 
 import pytest
+from typer.testing import CliRunner
 
+from qosbatch.cli import app
 from qosbatch.core.profile import Measurement, ModelInfo, NodeInfo, Profile
+
+_runner = CliRunner()
+
+
+def run_cli(*args):
+    """Invoke ``qosbatch ARGS...`` in-process; the Result has exit_code, output, stderr."""
+    return _runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *fragments):
+    """Bad input: exit status 2, one line on stderr naming the problem, no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
 
 
 def make_profile(

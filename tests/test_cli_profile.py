@@ -2,27 +2,11 @@ import json
 import re
 
 import pytest
-from typer.testing import CliRunner
 
-from conftest import make_profile
-from qosbatch.cli import app
+from conftest import assert_one_line_error, make_profile
+from conftest import run_cli as run
 from qosbatch.core.profile import NodeInfo, save_node, save_profile
 from qosbatch.profiling.pinning import available_cores
-
-runner = CliRunner()
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 @pytest.fixture

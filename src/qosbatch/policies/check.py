@@ -1,0 +1,116 @@
+"""``check_policy``: run any policy through small scenarios and report broken contracts.
+
+Like Stable-Baselines3's env checker: a user writing a policy runs it through
+this before trusting it. Each scenario is a short simulation in strict mode,
+where the simulator raises at the first broken rule (a request dispatched twice,
+a wait in the past, a dispatch to a busy worker or on more cores than are free,
+a request neither dispatched nor rejected by the end); the records are then
+checked for order in time. This module drives the simulator, the one place the
+policies package reaches up a layer, so it imports it lazily.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qosbatch.core.requests import REJECTED, RecordTable
+from qosbatch.policies.base import PolicyContractError, PolicyFactory
+
+
+@dataclass
+class CheckReport:
+    """What broke, scenario by scenario; empty ``problems`` means the policy passed."""
+
+    scenarios: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"policy passed {len(self.scenarios)} scenarios: {', '.join(self.scenarios)}"
+        return "policy broke its contract:\n" + "\n".join(f"- {p}" for p in self.problems)
+
+
+def check_policy(
+    policy_factory: PolicyFactory | str, raise_on_error: bool = False, seed: int = 0
+) -> CheckReport:
+    """Run the scenarios; return a report, or raise PolicyContractError if asked to."""
+    from qosbatch.policies.registry import parse_policy
+
+    factory = (
+        parse_policy(policy_factory).factory()
+        if isinstance(policy_factory, str)
+        else policy_factory
+    )
+    report = CheckReport()
+    for name, scenario in _scenarios(seed).items():
+        report.scenarios.append(name)
+        try:
+            problem = scenario(factory)
+        except PolicyContractError as exc:
+            problem = str(exc)
+        except Exception as exc:  # a user's policy may raise anything; report it, do not crash
+            problem = f"raised {type(exc).__name__}: {exc}"
+        if problem:
+            report.problems.append(f"{name}: {problem}")
+    if raise_on_error and not report.ok:
+        raise PolicyContractError(str(report))
+    return report
+
+
+Scenario = Callable[[PolicyFactory], str]
+
+
+def _scenarios(seed: int) -> dict[str, Scenario]:
+    from qosbatch.sim.kernel import Deployment, simulate
+    from qosbatch.testing import synthetic_table
+    from qosbatch.workloads.trace import Trace
+
+    rng = np.random.default_rng(seed)
+    table = synthetic_table(max_batch=64, max_cores=4, cv=0.05)
+
+    def run(trace: Trace, cores: int, workers: int) -> Callable[[PolicyFactory], str]:
+        def scenario(factory: PolicyFactory) -> str:
+            dep = Deployment(trace.models[0], table, cores, workers)
+            records = simulate(trace, [dep], factory, seed=seed, strict=True).records
+            return _check_records(records)
+
+        return scenario
+
+    poisson = np.cumsum(rng.exponential(1 / 60, 300))
+    burst = np.concatenate([np.zeros(40), np.full(40, 0.5)])
+    hopeless_slo = np.where(rng.uniform(size=200) < 0.3, 1.0, 150.0)
+    priorities = rng.integers(0, 3, 200)
+    prio_trace = Trace.of(np.cumsum(rng.exponential(1 / 80, 200)), 120.0)
+    prio_trace = Trace(prio_trace.time_s, prio_trace.model, ("m",), prio_trace.slo_ms, priorities)
+    return {
+        "poisson, one worker": run(Trace.of(poisson, 150.0), 2, 1),
+        "simultaneous bursts, two workers": run(
+            Trace.of(burst, rng.uniform(40, 400, len(burst))), 2, 2
+        ),
+        "hopeless budgets mixed in": run(
+            Trace.of(np.cumsum(rng.exponential(1 / 50, 200)), hopeless_slo), 2, 1
+        ),
+        "priorities, four workers": run(prio_trace, 4, 4),
+        "overload (5x capacity)": run(
+            Trace.of(np.cumsum(rng.exponential(1 / 500, 400)), 100.0), 2, 2
+        ),
+        "sparse arrivals": run(Trace.of(np.cumsum(rng.exponential(2.0, 20)), 80.0), 1, 1),
+    }
+
+
+def _check_records(records: RecordTable) -> str:
+    served = records.outcome != REJECTED
+    if np.any(records.dispatch_s[served] < records.arrival_s[served] - 1e-12):
+        return "a request was dispatched before it arrived"
+    if np.any(records.completion_s < records.arrival_s - 1e-12):
+        return "a request was answered before it arrived"
+    if np.any(records.reason[~served] == ""):
+        return "a rejection without a reason"
+    return ""

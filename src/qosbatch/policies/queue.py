@@ -1,0 +1,197 @@
+"""The waiting queue of one model: the concrete QueueView that drivers own and mutate.
+
+Both drivers (simulator, live server) keep one ``ModelQueue`` per model, push
+arrivals into it, take dispatched and rejected requests out of it, update its
+workers, and hand it to the policy as its read-only ``QueueView``. It keeps two
+orders of the same requests:
+
+- arrival order (a deque), which FIFO policies read;
+- EDF order, (priority level, deadline, id) in a sorted list, built the first time
+  a policy asks for it, so FIFO policies never pay for it.
+
+Removal is lazy: a taken request leaves the id->info dict at once and is skipped
+(then dropped) when a reader reaches it; when more than half of an order is dead it
+is compacted. Every operation a policy calls per decision costs O(k) for the k
+requests it reads, never a scan of the whole queue.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import insort
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from qosbatch.core.requests import Request
+from qosbatch.policies.base import PolicyContractError
+from qosbatch.policies.latency_table import LatencyTable
+
+_LOWEST = 1 << 31  # the EDF rank of priority 0, Triton's default (lowest) level
+
+
+@dataclass(slots=True)
+class WorkerState:
+    """A worker as the driver tracks it (a WorkerView to the policy)."""
+
+    id: int
+    cores: int  # nominal cores
+    idle: bool = True
+    busy_until_s: float = 0.0  # predicted completion of the running batch
+    running_cores: int = 0
+
+
+def priority_rank(priority: int) -> int:
+    """Sort key of a priority level: 1 first, then 2, ...; 0 (the default) last."""
+    return priority if priority > 0 else _LOWEST
+
+
+class ModelQueue:
+    """Waiting requests, workers and free cores of one model; see the module docstring."""
+
+    def __init__(
+        self,
+        model: str,
+        worker_cores: Sequence[int],
+        max_cores: int,
+        latency: LatencyTable,
+        rate_window_s: float = 1.0,
+    ) -> None:
+        if not worker_cores:
+            raise ValueError("a model needs at least one worker")
+        if max_cores < max(worker_cores):
+            raise ValueError(f"max_cores {max_cores} is below a worker's cores {max(worker_cores)}")
+        self.model = model
+        self.now_s = 0.0
+        self.draining = False
+        self.max_cores = max_cores
+        self.free_cores = max_cores
+        self.workers = [WorkerState(i, c) for i, c in enumerate(worker_cores)]
+        self.idle_workers = len(self.workers)  # drivers keep it equal to the idle count
+        self.latency = latency
+        self._info: dict[int, tuple[float, float, int]] = {}  # id -> (arrival, deadline, prio)
+        self._fifo: deque[int] = deque()
+        self._fifo_dead = 0
+        self._edf: list[tuple[int, float, int]] | None = None  # (rank, deadline, id)
+        self._edf_dead = 0
+        self._rate = 0.0
+        self._rate_t = 0.0
+        self._tau = rate_window_s
+
+    # ---- the QueueView, read by policies -------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._info)
+
+    @property
+    def arrival_rate_per_s(self) -> float:
+        return self._rate * math.exp((self._rate_t - self.now_s) / self._tau)
+
+    def idle_worker(self) -> WorkerState | None:
+        if not self.idle_workers:
+            return None
+        for w in self.workers:
+            if w.idle:
+                return w
+        return None
+
+    def oldest_arrival_s(self) -> float:
+        info, fifo = self._info, self._fifo
+        while fifo and fifo[0] not in info:
+            fifo.popleft()
+            self._fifo_dead -= 1
+        return info[fifo[0]][0] if fifo else math.inf
+
+    def earliest_deadline_s(self) -> float:
+        head = self.edf(1)
+        return self._info[head[0]][1] if head else math.inf
+
+    def fifo(self, k: int) -> list[int]:
+        info, fifo = self._info, self._fifo
+        while fifo and fifo[0] not in info:
+            fifo.popleft()
+            self._fifo_dead -= 1
+        out: list[int] = []
+        if k <= 0:
+            return out
+        for rid in fifo:
+            if rid in info:
+                out.append(rid)
+                if len(out) == k:
+                    break
+        return out
+
+    def edf(self, k: int) -> list[int]:
+        order = self._edf_order()
+        info = self._info
+        dead = 0
+        for entry in order:
+            if entry[2] in info:
+                break
+            dead += 1
+        if dead:
+            del order[:dead]
+            self._edf_dead -= dead
+        out: list[int] = []
+        if k <= 0:
+            return out
+        for entry in order:
+            rid = entry[2]
+            if rid in info:
+                out.append(rid)
+                if len(out) == k:
+                    break
+        return out
+
+    def arrival_s(self, request_id: int) -> float:
+        return self._info[request_id][0]
+
+    def deadline_s(self, request_id: int) -> float:
+        return self._info[request_id][1]
+
+    def priority(self, request_id: int) -> int:
+        return self._info[request_id][2]
+
+    def requests(self) -> list[Request]:
+        return [Request(rid, self.model, *self._info[rid]) for rid in self.fifo(len(self._info))]
+
+    # ---- driver side ----------------------------------------------------------------
+
+    def push(self, request_id: int, arrival_s: float, deadline_s: float, priority: int = 0) -> None:
+        """A request arrives (at ``arrival_s``, which drivers keep non-decreasing)."""
+        if request_id in self._info:
+            raise ValueError(f"request {request_id} is already waiting")
+        self._info[request_id] = (arrival_s, deadline_s, priority)
+        self._fifo.append(request_id)
+        if self._edf is not None:
+            insort(self._edf, (priority_rank(priority), deadline_s, request_id))
+        self._rate = self._rate * math.exp((self._rate_t - arrival_s) / self._tau) + 1 / self._tau
+        self._rate_t = arrival_s
+
+    def take(self, request_ids: Iterable[int]) -> int:
+        """Remove requests a decision named; a missing one is a broken contract."""
+        info = self._info
+        n = 0
+        for rid in request_ids:
+            if info.pop(rid, None) is None:
+                raise PolicyContractError(
+                    f"request {rid} of {self.model} is not waiting "
+                    "(dispatched or rejected twice, or never arrived)"
+                )
+            n += 1
+        self._fifo_dead += n
+        if self._fifo_dead > 64 and self._fifo_dead > len(info):
+            self._fifo = deque(r for r in self._fifo if r in info)
+            self._fifo_dead = 0
+        if self._edf is not None:
+            self._edf_dead += n
+            if self._edf_dead > 64 and self._edf_dead > len(info):
+                self._edf = [e for e in self._edf if e[2] in info]
+                self._edf_dead = 0
+        return n
+
+    def _edf_order(self) -> list[tuple[int, float, int]]:
+        if self._edf is None:
+            self._edf = sorted((priority_rank(p), d, rid) for rid, (_, d, p) in self._info.items())
+            self._edf_dead = 0
+        return self._edf
