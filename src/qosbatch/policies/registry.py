@@ -25,6 +25,7 @@ from qosbatch.policies.aimd import AimdPolicy
 from qosbatch.policies.base import Policy, PolicyFactory
 from qosbatch.policies.dynamic import DynamicPolicy
 from qosbatch.policies.fixed import FixedPolicy
+from qosbatch.policies.queue_optimal import QueueOptimalPolicy
 from qosbatch.policies.single import SinglePolicy
 from qosbatch.policies.slo import SloPolicy
 
@@ -34,6 +35,7 @@ POLICIES: dict[str, type] = {
     "dynamic": DynamicPolicy,
     "aimd": AimdPolicy,
     "slo": SloPolicy,
+    "queue-optimal": QueueOptimalPolicy,
 }
 
 

@@ -35,17 +35,24 @@ def optimize_ab(
     eps: float = 1e-3,
     omega: float = 0.0,
     memory: Callable[[int], float] | None = None,
+    tie_tol: float = 1e-4,
 ) -> Choice:
     """Search every 1 <= a <= b <= max_batch at this rate.
 
     Where no pair meets the bounds, the pair with the lowest latency is returned,
     marked infeasible, so the caller can say how far off the best one is.
+
+    Ties: with a = 1 at moderate load, every b above the largest batch that ever
+    forms predicts the same latency (to rounding), and a strict minimum would pick
+    among them by noise. Pairs within ``tie_tol`` (relative) of the best are equal
+    here, and the largest b (then the smallest a) wins: the same in steady state,
+    but it drains a burst faster, which the stationary model cannot see.
     """
     check_arguments(rate, 1, max_batch, capacity)
     if omega and memory is None:
         raise ValueError("omega > 0 weighs memory, so memory (k -> bytes) must be given")
     table = KappaTable(float(rate), as_service_time(service_time), capacity, max_batch)
-    best: Choice | None = None
+    feasible: list[tuple[float, QueueResult]] = []
     fallback: QueueResult | None = None
     considered = 0
     for b in range(1, max_batch + 1):
@@ -56,15 +63,17 @@ def optimize_ab(
             ok = res.blocking_probability <= eps and (
                 latency_bound_s is None or res.mean_latency <= latency_bound_s
             )
-            if not ok:
-                continue
-            objective = res.mean_latency + omega * (res.mean_memory or 0.0)
-            if best is None or objective < best.objective:
-                best = Choice(res, objective, True, 0)
-    if best is None:
+            if ok:
+                feasible.append((res.mean_latency + omega * (res.mean_memory or 0.0), res))
+    if not feasible:
         assert fallback is not None  # max_batch >= 1, so at least one pair was solved
         return Choice(fallback, fallback.mean_latency, False, considered)
-    return Choice(best.result, best.objective, True, considered)
+    least = min(obj for obj, _ in feasible)
+    objective, result = max(
+        (pair for pair in feasible if pair[0] <= least * (1 + tie_tol)),
+        key=lambda pair: (pair[1].b, -pair[1].a),
+    )
+    return Choice(result, objective, True, considered)
 
 
 def max_rate(
