@@ -11,8 +11,8 @@ from rich.table import Table
 
 from qosbatch.cli import app
 from qosbatch.cli.profile_cmds import int_list
-from qosbatch.cli.queue_cmds import parse_duration_ms
 from qosbatch.core.errors import UserError
+from qosbatch.core.units import duration_ms
 
 if TYPE_CHECKING:
     from qosbatch.planner.plan import Plan
@@ -79,7 +79,7 @@ def recommend(
         raise UserError(f"--rate must be > 0 requests per second, got {rate:g}")
     if price is not None and price < 0:
         raise UserError(f"--price must be >= 0, got {price:g}")
-    target = Target(parse_duration_ms(slo, "--slo") / 1e3, percentile)
+    target = Target(duration_ms(slo, "--slo") / 1e3, percentile)
     settings = PlannerSettings(**_settings(max_batch, cores, headroom))
     prof = load_profile(profile_path)
     catalogue = load_catalogue(nodes) if nodes is not None else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated
 
@@ -13,22 +12,11 @@ from rich.table import Table
 from qosbatch.cli import app
 from qosbatch.core.errors import UserError
 from qosbatch.core.profile import Profile, load_profile
+from qosbatch.core.units import duration_ms
 from qosbatch.policies.latency_table import LatencyTable
 from qosbatch.queueing import FAMILIES, QueueResult, ServiceTime, optimize_ab, solve
 
 console = Console()
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|us)?\s*$")
-
-
-def parse_duration_ms(text: str, what: str) -> float:
-    """'100ms', '0.1s', '1500us' or a bare number of milliseconds -> milliseconds (> 0)."""
-    match = _DURATION.match(text)
-    if not match:
-        raise UserError(f"{what} must be a duration like 100ms or 0.1s, got {text!r}")
-    value = float(match.group(1)) * {"ms": 1.0, "s": 1e3, "us": 1e-3, None: 1.0}[match.group(2)]
-    if value <= 0:
-        raise UserError(f"{what} must be > 0, got {text!r}")
-    return value
 
 
 def service_from_profile(
@@ -123,7 +111,7 @@ def queue(
     where = f"{prof.model.name} on {pool} core{'s' * (pool > 1)}, {service} service"
     try:
         if optimize:
-            bound_ms = parse_duration_ms(slo, "--slo") if slo else None
+            bound_ms = duration_ms(slo, "--slo") if slo else None
             choice = optimize_ab(rate, svc, capacity, b, bound_ms / 1e3 if bound_ms else None, eps)
             res = choice.result
             verdict = "best (a, b)" if choice.feasible else "no (a, b) meets the bounds; closest"

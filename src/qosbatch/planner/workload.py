@@ -16,15 +16,14 @@ Pure: parses the mapping; ``qosbatch.planner.files`` reads the file and the prof
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from qosbatch.core.errors import UserError
+from qosbatch.core.units import duration_ms
 from qosbatch.planner.capacity import Target
 from qosbatch.planner.fields import Fields
 
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|us)?\s*$")
 _MODEL_FIELDS = ("profile", "rate", "slo", "slo_ms", "percentile", "name", "memory_gib")
 _TOP_FIELDS = ("models", "max_batch", "cores", "headroom")
 
@@ -85,15 +84,3 @@ def _model(f: Fields) -> WorkloadModel:
         name=f.text("name"),
         memory_gib=f.number("memory_gib", positive=True),
     )
-
-
-def duration_ms(value: Any, where: str) -> float:
-    """200ms, 0.2s, 1500us, or a bare number of milliseconds -> milliseconds (> 0)."""
-    text = str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-    match = _DURATION.match(text) if isinstance(text, str) else None
-    if not match:
-        raise UserError(f"{where}: expected a duration like 200ms or 0.2s, got {value!r}")
-    ms = float(match.group(1)) * {"ms": 1.0, "s": 1e3, "us": 1e-3, None: 1.0}[match.group(2)]
-    if ms <= 0:
-        raise UserError(f"{where}: expected a duration > 0, got {value!r}")
-    return ms
