@@ -5,7 +5,8 @@ arrivals into it, take dispatched and rejected requests out of it, update its
 workers, and hand it to the policy as its read-only ``QueueView``. It keeps two
 orders of the same requests:
 
-- arrival order (a deque), which FIFO policies read;
+- arrival order (a deque), which FIFO policies read, built the first time one asks
+  for it (the id->info dict keeps that order meanwhile);
 - EDF order, (priority level, deadline, id) in a sorted list, built the first time
   a policy asks for it, so FIFO policies never pay for it.
 
@@ -22,6 +23,7 @@ from bisect import insort
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from math import exp
 
 from qosbatch.core.requests import Request
 from qosbatch.policies.base import PolicyContractError
@@ -70,7 +72,7 @@ class ModelQueue:
         self.idle_workers = len(self.workers)  # drivers keep it equal to the idle count
         self.latency = latency
         self._info: dict[int, tuple[float, float, int]] = {}  # id -> (arrival, deadline, prio)
-        self._fifo: deque[int] = deque()
+        self._fifo: deque[int] | None = None  # built the first time a policy asks for it
         self._fifo_dead = 0
         self._edf: list[tuple[int, float, int]] | None = None  # (rank, deadline, id)
         self._edf_dead = 0
@@ -85,7 +87,7 @@ class ModelQueue:
 
     @property
     def arrival_rate_per_s(self) -> float:
-        return self._rate * math.exp((self._rate_t - self.now_s) / self._tau)
+        return self._rate * exp((self._rate_t - self.now_s) / self._tau)
 
     def idle_worker(self) -> WorkerState | None:
         if not self.idle_workers:
@@ -96,18 +98,23 @@ class ModelQueue:
         return None
 
     def oldest_arrival_s(self) -> float:
-        info, fifo = self._info, self._fifo
+        info = self._info
+        fifo = self._fifo if self._fifo is not None else self._fifo_order()
         while fifo and fifo[0] not in info:
             fifo.popleft()
             self._fifo_dead -= 1
         return info[fifo[0]][0] if fifo else math.inf
 
     def earliest_deadline_s(self) -> float:
-        head = self.edf(1)
-        return self._info[head[0]][1] if head else math.inf
+        order = self._edf if self._edf is not None else self._edf_order()
+        info = self._info
+        if order and order[0][2] not in info:
+            self._drop_taken_head(order)
+        return order[0][1] if order else math.inf  # (the entry holds the head's deadline)
 
     def fifo(self, k: int) -> list[int]:
-        info, fifo = self._info, self._fifo
+        info = self._info
+        fifo = self._fifo if self._fifo is not None else self._fifo_order()
         while fifo and fifo[0] not in info:
             fifo.popleft()
             self._fifo_dead -= 1
@@ -122,16 +129,12 @@ class ModelQueue:
         return out
 
     def edf(self, k: int) -> list[int]:
-        order = self._edf_order()
+        order = self._edf if self._edf is not None else self._edf_order()
         info = self._info
-        dead = 0
-        for entry in order:
-            if entry[2] in info:
-                break
-            dead += 1
-        if dead:
-            del order[:dead]
-            self._edf_dead -= dead
+        if order and order[0][2] not in info:
+            self._drop_taken_head(order)
+        if k == 1:  # the common ask
+            return [order[0][2]] if order else []
         out: list[int] = []
         if k <= 0:
             return out
@@ -159,19 +162,25 @@ class ModelQueue:
 
     def push(self, request_id: int, arrival_s: float, deadline_s: float, priority: int = 0) -> None:
         """A request arrives (at ``arrival_s``, which drivers keep non-decreasing)."""
-        if request_id in self._info:
+        info = self._info
+        if request_id in info:
             raise ValueError(f"request {request_id} is already waiting")
-        self._info[request_id] = (arrival_s, deadline_s, priority)
-        self._fifo.append(request_id)
+        info[request_id] = (arrival_s, deadline_s, priority)
+        fifo = self._fifo
+        if fifo is not None:
+            fifo.append(request_id)
         if self._edf is not None:
-            insort(self._edf, (priority_rank(priority), deadline_s, request_id))
-        self._rate = self._rate * math.exp((self._rate_t - arrival_s) / self._tau) + 1 / self._tau
+            rank = priority if priority > 0 else _LOWEST  # (priority_rank, inlined)
+            insort(self._edf, (rank, deadline_s, request_id))
+        tau = self._tau
+        self._rate = self._rate * exp((self._rate_t - arrival_s) / tau) + 1 / tau
         self._rate_t = arrival_s
 
     def take(self, request_ids: Iterable[int]) -> int:
         """Remove requests a decision named; a missing one is a broken contract."""
         info = self._info
-        n = 0
+        order = self._edf
+        n = dropped = 0
         for rid in request_ids:
             if info.pop(rid, None) is None:
                 raise PolicyContractError(
@@ -179,16 +188,42 @@ class ModelQueue:
                     "(dispatched or rejected twice, or never arrived)"
                 )
             n += 1
-        self._fifo_dead += n
-        if self._fifo_dead > 64 and self._fifo_dead > len(info):
-            self._fifo = deque(r for r in self._fifo if r in info)
-            self._fifo_dead = 0
-        if self._edf is not None:
-            self._edf_dead += n
+            if order and order[0][2] == rid:  # the EDF head (the usual) leaves that order now
+                del order[0]
+                dropped += 1
+        if self._fifo is not None:
+            self._fifo_dead += n
+            if self._fifo_dead > 64 and self._fifo_dead > len(info):
+                self._fifo = deque(r for r in self._fifo if r in info)
+                self._fifo_dead = 0
+        if order is not None:
+            self._edf_dead += n - dropped
             if self._edf_dead > 64 and self._edf_dead > len(info):
-                self._edf = [e for e in self._edf if e[2] in info]
+                self._edf = [e for e in order if e[2] in info]
                 self._edf_dead = 0
         return n
+
+    def _drop_taken_head(self, order: list[tuple[int, float, int]]) -> None:
+        """Drop the taken requests ahead of the first waiting one in EDF order."""
+        info = self._info
+        if len(order) > 1 and order[1][2] in info:  # one (the usual)
+            del order[0]
+            self._edf_dead -= 1
+            return
+        dead = 0
+        for entry in order:
+            if entry[2] in info:
+                break
+            dead += 1
+        del order[:dead]
+        self._edf_dead -= dead
+
+    def _fifo_order(self) -> deque[int]:
+        if self._fifo is None:
+            # The id->info dict keeps insertion (arrival) order: the waiting ones, oldest first.
+            self._fifo = deque(self._info)
+            self._fifo_dead = 0
+        return self._fifo
 
     def _edf_order(self) -> list[tuple[int, float, int]]:
         if self._edf is None:

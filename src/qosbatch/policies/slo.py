@@ -33,6 +33,9 @@ profile's measured spread. docs/policies.md explains why this beats the peers.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
+from itertools import repeat
+from operator import mul
 
 import numpy as np
 
@@ -47,15 +50,15 @@ from qosbatch.policies.base import (
 )
 from qosbatch.policies.latency_table import LatencyTable
 from qosbatch.policies.slo_plan import (
-    Outcome,
-    Pool,
+    NO_LIMIT,
     efficient_batch,
     fit,
-    plan,
+    plan_lists,
     serial_ok,
     target_batch,
 )
 
+_Score = tuple[int, float, float]  # a plan's (on time, makespan, total completion time)
 _HORIZON = 64  # waiting requests a decision looks at (EDF head)
 _SIZES = (1, 2, 4, 8, 16, 32, 64, 128)  # alternative first-batch sizes in a lookahead
 
@@ -105,6 +108,8 @@ class SloPolicy:
         self._eff: list[int] = []
         self._safe_ratio = math.nan
         self._cap = 0
+        self._spread: list[list[float]] = []  # 1 + spread_k * cv(b, c)
+        self._fixed_key: tuple[object, ...] = ()
 
     # ---- feedback -------------------------------------------------------------------
 
@@ -112,26 +117,34 @@ class SloPolicy:
         table = self._table
         if table is None or not self.correction:
             return
-        predicted = table.service_s[done.cores][done.size]
-        self.ratio += self.correction * (done.service_s / predicted - self.ratio)
+        # (done.size and done.service_s, without the property calls)
+        predicted = table.service_s[done.cores][len(done.requests)]
+        self.ratio += self.correction * (
+            (done.completion_s - done.dispatch_s) / predicted - self.ratio
+        )
 
-    def _sync(self, table: LatencyTable) -> list[list[float]]:
-        """Safe service times s(b, c) * ratio * (1 + k cv) * margin, rebuilt on change."""
-        if table is not self._table or abs(self.ratio - self._safe_ratio) > 0.01:
+    def _rebuild(self, table: LatencyTable) -> None:
+        """Safe service times s(b, c) * ratio * (1 + k cv) * margin (decide: when stale)."""
+        self._safe_ratio = self.ratio
+        f = self.ratio * self.margin
+        # What does not depend on the ratio is kept while the table and knobs stay.
+        key = (table, self.spread_k, self.max_batch_size, self.efficiency_tol)
+        if table is not self._table or key != self._fixed_key:
             self._table = table
-            self._safe_ratio = self.ratio
-            f = self.ratio * self.margin
+            self._fixed_key = key
             k = self.spread_k
-            self._safe = [
-                [s * f * (1.0 + k * v) for s, v in zip(srow, vrow, strict=True)]
-                for srow, vrow in zip(table.service_s, table.cv, strict=True)
-            ]
+            self._spread = [[1.0 + k * v for v in vrow] for vrow in table.cv]
             cap = min(self.max_batch_size or table.max_batch, table.max_batch)
             self._cap = cap
             self._eff = [0] + [
                 efficient_batch(row, cap, self.efficiency_tol) for row in table.service_s[1:]
             ]
-        return self._safe
+        # s * f * (1.0 + k * v), as ever, (s * f) first: the bracket is the one kept above.
+        # (map and operator.mul: the same float products, without a Python loop.)
+        self._safe = [
+            list(map(mul, map(mul, srow, repeat(f)), grow))
+            for srow, grow in zip(table.service_s, self._spread, strict=True)
+        ]
 
     # ---- decisions ------------------------------------------------------------------
 
@@ -139,22 +152,45 @@ class SloPolicy:
         n = len(view)
         if n == 0:
             return []
-        safe = self._sync(view.latency)
+        # On a new table, or once the ratio has moved by over 0.01, the safe times are
+        # rebuilt: checked on every call with requests waiting, as it always was (the
+        # ratio a rebuild captures depends on when it happens).
+        table = view.latency
+        if table is not self._table or abs(self.ratio - self._safe_ratio) > 0.01:
+            self._rebuild(table)
+        safe = self._safe
         now = view.now_s
         free = view.free_cores
         if not free or not view.idle_workers:
-            return self._shed_head(view, safe, now) if self.shed else []
+            if not self.shed:
+                return []
+            # _shed_head's first test, inlined (the usual answer while all are busy).
+            alone = safe[view.max_cores][1]
+            head = view.earliest_deadline_s()
+            if head >= now + alone:
+                workers = view.workers
+                start = workers[0].busy_until_s
+                for w in workers:
+                    if w.busy_until_s < start:
+                        start = w.busy_until_s
+                if head >= start + alone:
+                    return []
+            return self._shed_head(view, safe, now)
         worker = view.idle_worker()
         if worker is None:  # a driver's idle count out of step; act as if all were busy
             return self._shed_head(view, safe, now) if self.shed else []
+        if n == 1:
+            return self._decide_one(view, safe, now, free, worker.id)
         out: list[Decision] = []
-        ids = view.edf(min(n, _HORIZON))
-        deadlines = [view.deadline_s(r) for r in ids]
-        ids, deadlines, late = self._split_hopeless(view, safe, now, ids, deadlines, out)
-        if not ids:
-            if late:  # serve-late mode and nothing can still be on time: serve the late ones
-                out.append(Dispatch(late[: self._eff[free]], worker.id, free))
-            return out
+        ids = view.edf(n if n < _HORIZON else _HORIZON)
+        deadlines = list(map(view.deadline_s, ids))
+        alone = safe[view.max_cores][1]
+        if min(deadlines) < now + alone:
+            ids, deadlines, late = self._split_hopeless(view, now, alone, ids, deadlines, out)
+            if not ids:
+                if late:  # serve-late mode and nothing can still be on time: serve the late ones
+                    out.append(Dispatch(late[: self._eff[free]], worker.id, free))
+                return out
         ctx = _Context(self, view, safe, now, deadlines, free)
         k, b, cores, whole = ctx.choose()
         if b == 0:
@@ -164,19 +200,88 @@ class SloPolicy:
             and whole
             and b == len(ids) == n
             and not view.draining
-            and (until := ctx.wait_until(b)) > now
+            and b < self._eff[ctx.nominal]  # (else _wait_until says go now)
+            and (until := self._wait_until(view, b, min(deadlines), free, ctx.nominal)) > now
         ):
             out.append(Wait(until))
             return out
         out.append(Dispatch(ids[k : k + b], worker.id, cores))
         return out
 
+    def _decide_one(
+        self, view: QueueView, safe: list[list[float]], now: float, free: int, worker: int
+    ) -> list[Decision]:
+        """``decide`` with one request waiting and a worker idle: the same steps, unrolled.
+
+        Each step below is what the general path computes for a single deadline ``d``:
+        the hopeless check of ``_split_hopeless``; ``choose``'s head core count, after
+        which ``serial_ok`` holds by construction (one batch of one, finishing at the
+        very ``now + safe[head][1] <= d`` that picked ``head``) and the batch is 1;
+        ``_cores(1, head)``; then the wait test (``b == len(ids) == n == 1``).
+        """
+        r = view.edf(1)[0]
+        d = view.deadline_s(r)
+        top = view.max_cores
+        alone = safe[top][1]
+        if not d >= now + alone:  # hopeless even alone on every core
+            if self.shed:
+                return [Reject([r], self._reason(view, r, now, alone))]
+            return [Dispatch([r], worker, free)]  # serve-late: late[: eff[free] >= 1]
+        n_workers = len(view.workers)
+        nominal = top // n_workers or 1
+        head = nominal if nominal < free else free
+        while now + safe[head][1] > d:
+            head += 1
+            if head > free:
+                return []  # it needs cores that are busy: hold them for it
+        if self.scale_down and head > 1:  # the scale-down search may plan: the general code
+            cores = _Context(self, view, safe, now, [d], free)._cores(1, head)
+        else:  # _cores(1, head) when its scale-down loop (range(1, head)) is empty or off
+            cores = head
+            if (
+                self.boost
+                and head < free
+                and view.idle_workers == n_workers
+                and view.arrival_rate_per_s * safe[free][1] < self.boost_load
+            ):
+                cores = free
+        if (
+            self.wait
+            and self._eff[nominal] > 1  # (else _wait_until says go now)
+            and not view.draining
+            and (until := self._wait_until(view, 1, d, free, nominal)) > now
+        ):
+            return [Wait(until)]
+        return [Dispatch([r], worker, cores)]
+
+    def _wait_until(
+        self, view: QueueView, b: int, earliest: float, free: int, nominal: int
+    ) -> float:
+        """When to stop waiting for a fuller batch (<= now: go now)."""
+        now = view.now_s
+        eff = self._eff[nominal]
+        if b >= eff:  # the target below is at most eff: go now, whatever the rate
+            return now
+        rate = view.arrival_rate_per_s * self.headroom * self.ratio
+        if rate <= 0:
+            return now
+        row = view.latency.service_s[nominal]
+        target = min(target_batch(row, len(view.workers), rate, self._cap), eff)
+        if b >= target:
+            return now
+        latest = earliest - self._safe[free][target]
+        return min(latest, now + (target - b) / rate)
+
     def _shed_head(self, view: QueueView, safe: list[list[float]], now: float) -> list[Decision]:
         """No worker or core free: only a hopeless EDF head can be acted on now."""
         alone = safe[view.max_cores][1]
         head = view.earliest_deadline_s()
         if head >= now + alone:
-            start = min(w.busy_until_s for w in view.workers)
+            workers = view.workers
+            start = workers[0].busy_until_s
+            for w in workers:
+                if w.busy_until_s < start:
+                    start = w.busy_until_s
             if head >= start + alone:
                 return []
         start = max(now, min(w.busy_until_s for w in view.workers))
@@ -192,17 +297,14 @@ class SloPolicy:
     def _split_hopeless(
         self,
         view: QueueView,
-        safe: list[list[float]],
         now: float,
+        alone: float,
         ids: list[int],
         deadlines: list[float],
         out: list[Decision],
     ) -> tuple[list[int], list[float], list[int]]:
         """Reject (or, serving late, set apart) requests that cannot finish even alone."""
-        alone = safe[view.max_cores][1]
         limit = now + alone
-        if min(deadlines) >= limit:
-            return ids, deadlines, []
         keep_ids, keep_dl, late = [], [], []
         for r, d in zip(ids, deadlines, strict=True):
             if d >= limit:
@@ -242,63 +344,109 @@ class _Context:
         self.now = now
         self.dl = deadlines
         self.free = free
-        workers = view.workers
-        self.n_workers = len(workers)
-        self.nominal = max(1, view.max_cores // self.n_workers)
+        self.eff = policy._eff
+        self.n_workers = len(view.workers)
+        self.top = view.max_cores
+        self.nominal = max(1, self.top // self.n_workers)
         self.all_idle = view.idle_workers == self.n_workers
-        self._pool: Pool | None = None
+        self._pool: tuple[list[float], list[int], int] | None = None
+        # (b, cores) -> the pool's ends and cores with that batch started now, and its end
+        self._started: dict[tuple[int, int], tuple[list[float], list[int], float]] = {}
 
-    @property
-    def pool(self) -> Pool:
-        """The workers now, built on first use (the common path never needs it)."""
+    def pool(self) -> tuple[list[float], list[int], int]:
+        """The workers now as (ends ascending, cores held, idle count), built on first use.
+
+        Callers copy the lists before planning on them (plans consume their pool).
+        """
         if self._pool is None:
             # A batch running past its prediction still holds its cores: it ends "just after".
             soon = self.now + 1e-6
-            workers = self.view.workers
-            running = [(max(soon, w.busy_until_s), w.running_cores) for w in workers if not w.idle]
-            idle = self.n_workers - len(running)
-            self._pool = Pool(self.now, running, idle, self.free, self.view.max_cores, self.nominal)
+            ends: list[float] = []
+            held: list[int] = []
+            for w in self.view.workers:
+                if not w.idle:
+                    end = w.busy_until_s
+                    if end < soon:
+                        end = soon
+                    j = bisect_right(ends, end)
+                    ends.insert(j, end)
+                    held.insert(j, w.running_cores)
+            self._pool = (ends, held, self.n_workers - len(ends))
         return self._pool
 
-    def evaluate(self, k: int, b: int, cores: int) -> Outcome:
-        """The plan if ``dl[k:k+b]`` runs now on ``cores`` (b == 0: nothing runs now)."""
-        pool = self.pool.copy()
-        if b:
-            pool.start(self.now + self.safe[cores][b], cores)
-        elif pool.running:
-            pool.now = min(pool.running)[0]
-        rest = self.dl[:k] + self.dl[k + b :] if k else self.dl[b:]
-        out = plan(rest, pool, self.safe, self.p._eff)
-        if b:
-            done = self.now + self.safe[cores][b]
-            out.on_time += b
-            out.total += b * done
-            out.makespan = max(out.makespan, done)
-        return out
+    def evaluate(self, k: int, b: int, cores: int, max_lost: int = NO_LIMIT) -> _Score | None:
+        """(on time, makespan, total) if ``dl[k:k+b]`` runs now on ``cores``, the rest planned.
 
-    def _score(self, out: Outcome, cores: int) -> tuple[int, int, float, int]:
-        quantum = self.safe[self.nominal][1] * 0.01  # makespans this close count as equal
-        return (out.on_time, -round((out.makespan - self.now) / quantum), -out.total, -cores)
+        None: the plan of the rest lost more than ``max_lost`` requests and was cut short.
+        """
+        started = self._started.get((b, cores))
+        if started is None:
+            ends, held, _ = self.pool()
+            done = self.now + self.safe[cores][b]
+            j = bisect_right(ends, done)
+            ends = ends[:]
+            ends.insert(j, done)
+            held = held[:]
+            held.insert(j, cores)
+            started = self._started[b, cores] = (ends, held, done)
+        ends, held, done = started
+        dl = self.dl
+        out = plan_lists(
+            dl[:k] + dl[k + b :] if k else dl[b:],
+            self.now,
+            ends[:],
+            held[:],
+            self.n_workers - len(ends),
+            self.free - cores,
+            self.top,
+            self.nominal,
+            self.safe,
+            self.eff,
+            max_lost,
+        )
+        if out is None:
+            return None
+        on_time, makespan, total, _ = out
+        if done > makespan:
+            makespan = done
+        return on_time + b, makespan, total + b * done
 
     def choose(self) -> tuple[int, int, int, bool]:
         """(skip, batch, cores, plan keeps everyone on time); batch 0: dispatch nothing."""
-        dl, safe, now, free = self.dl, self.safe, self.now, self.free
-        head = 0
-        for c in range(min(self.nominal, free), free + 1):
-            if now + safe[c][1] <= dl[0]:
-                head = c
+        dl, safe, now, free, eff = self.dl, self.safe, self.now, self.free, self.eff
+        # The fewest cores from the nominal up that finish the head in time (0: none free).
+        head = self.nominal if self.nominal < free else free
+        while now + safe[head][1] > dl[0]:
+            head += 1
+            if head > free:
+                head = 0
                 break
-        if head and serial_ok(safe[head], now, dl, self.p._eff[head]):
+        if head and serial_ok(safe[head], now, dl, eff[head]):
             # This worker alone keeps everyone on time: no need to plan (the common case).
-            b = min(len(dl), self.p._eff[head])
+            b = min(len(dl), eff[head])
             return 0, b, self._cores(b, head), True
         if len(dl) == 1:
             return 0, 0, 0, True  # it needs cores that are busy: hold them for it
-        greedy = plan(self.dl, self.pool.copy(), self.safe, self.p._eff)
-        if greedy.on_time == len(self.dl):
-            if greedy.first is None:
+        ends, held, idle = self.pool()
+        if head and (not ends or ends[0] > now):
+            # The greedy plan of everyone starts with the head's largest fitting batch on
+            # ``head`` cores, now (no running batch has ended by now; the head is not
+            # hopeless; a worker and ``head`` cores are free), then plans the rest from
+            # that state: which is evaluate(0, b, head), one of the lookahead's candidates.
+            want = min(len(dl), eff[head])
+            b = fit(safe[head], now, dl, want) if want > 1 else 1
+            greedy = self.evaluate(0, b, head)
+            assert greedy is not None
+            if greedy[0] == len(dl):
+                return 0, b, self._cores(b, head), True
+            return (*self._lookahead((0, b, head), greedy), False)
+        out = plan_lists(dl, now, ends[:], held[:], idle, free, self.top, self.nominal, safe, eff)
+        assert out is not None
+        on_time, _, _, first = out
+        if on_time == len(dl):
+            if first is None:
                 return 0, 0, 0, True  # the plan holds the free cores for a tight head
-            k, b, cores = greedy.first
+            k, b, cores = first
             if k == 0:
                 return 0, b, self._cores(b, cores), True
         return (*self._lookahead(), False)
@@ -310,24 +458,32 @@ class _Context:
         measured rate, with the budgets of those waiting), so that scaling down does
         not starve the next arrivals of the cores it saved.
         """
-        p, free, now = self.p, self.free, self.now
+        p, free, now, safe = self.p, self.free, self.now, self.safe
         if p.boost and b == len(self.dl) and self.all_idle and cores < free:
-            expected = self.view.arrival_rate_per_s * self.safe[free][b]
+            expected = self.view.arrival_rate_per_s * safe[free][b]
             if expected < p.boost_load:
                 return free
-        if not p.scale_down:
+        if not p.scale_down or cores <= 1:
             return cores
         rate = self.view.arrival_rate_per_s
         for c in range(1, cores):
             eff = p._eff[c]
-            if rate * self.safe[c][eff] / eff / self.n_workers > p.scale_down_load:
+            if rate * safe[c][eff] / eff / self.n_workers > p.scale_down_load:
                 continue  # busy enough that the saved cores would be missed
-            if fit(self.safe[c], now, self.dl, b) < b:
+            if fit(safe[c], now, self.dl, b) < b:
                 continue
-            deadlines = sorted(self.dl[b:] + self._expected(self.safe[c][b]))
-            pool = self.pool.copy()
-            pool.start(now + self.safe[c][b], c)
-            if plan(deadlines, pool, self.safe, p._eff).on_time == len(deadlines):
+            deadlines = sorted(self.dl[b:] + self._expected(safe[c][b]))
+            ends, held, idle = self.pool()
+            end = now + safe[c][b]
+            j = bisect_right(ends, end)
+            ends, held = ends[:], held[:]
+            ends.insert(j, end)
+            held.insert(j, c)
+            out = plan_lists(
+                deadlines, now, ends, held, idle - 1, free - c, self.top, self.nominal, safe, p._eff
+            )
+            assert out is not None
+            if out[0] == len(deadlines):
                 return c
         return cores
 
@@ -342,36 +498,95 @@ class _Context:
         count = math.ceil(rate * span)
         return [now + (j + 1) / rate + budget for j in range(count)]
 
-    def _lookahead(self) -> tuple[int, int, int]:
-        dl, free, safe, now, eff = self.dl, self.free, self.safe, self.now, self.p._eff
-        core_options = sorted({free, min(free, self.nominal)})
+    def _lookahead(
+        self, known: tuple[int, int, int] | None = None, known_score: _Score | None = None
+    ) -> tuple[int, int, int]:
+        """The first batch whose plan scores best: most on time, then soonest done, ...
+
+        Candidates: nothing now (when a worker runs), and each of the first ``lookahead``
+        + 1 requests in EDF order (the tighter ones left behind) with the largest batch
+        that fits and the smaller standard sizes, on the nominal or all free cores. A
+        candidate's plan is that batch started now and the greedy plan of the rest;
+        ``known``, a candidate (k, b, cores) already evaluated, scores ``known_score``.
+        A candidate that loses more requests than the best so far cannot beat it (the
+        first key is the count on time), so its plan stops there.
+        """
+        dl, free, safe, now, eff = self.dl, self.free, self.safe, self.now, self.eff
+        nominal = self.nominal
+        core_options = (free,) if free <= nominal else (nominal, free)  # ascending
+        quantum = safe[nominal][1] * 0.01  # makespans this close count as equal
+        n = len(dl)
+        # Only a candidate with the most on time can be chosen (the first key), so a plan
+        # that loses more than the best count seen (or known, if a candidate here) allows
+        # stops short: its candidate is neither chosen nor, scoring lower, the first of
+        # the best.
+        if known is not None and known[2] not in core_options:
+            known = None  # (not one of these candidates: its score says nothing here)
+        most_on_time = known_score[0] if known is not None and known_score is not None else 0
         best: tuple[int, int, float, int] | None = None
         choice = (0, 0, free)
-        if self.pool.running:
-            best = self._score(self.evaluate(0, 0, 0), 0)
-        for k in range(min(self.p.lookahead, len(dl) - 1) + 1):
+        ends, held, idle = self.pool()
+        if ends:  # nothing now: the plan starts when the first running batch ends
+            out = plan_lists(
+                dl,
+                ends[0],
+                ends[:],
+                held[:],
+                idle,
+                free,
+                self.top,
+                nominal,
+                safe,
+                eff,
+                n - most_on_time,
+            )
+            if out is not None:
+                on_time, makespan, total, _ = out
+                best = (on_time, -round((makespan - now) / quantum), -total, 0)
+                if on_time > most_on_time:
+                    most_on_time = on_time
+        for k in range(min(self.p.lookahead, n - 1) + 1):
             for cores in core_options:
-                most = fit(safe[cores], now, dl, min(len(dl) - k, eff[cores]), k)
+                row = safe[cores]
+                want = eff[cores]
+                if n - k < want:
+                    want = n - k
+                if want == 1:  # fit(row, now, dl, 1, k), inlined
+                    most = 1 if now + row[1] <= dl[k] else 0
+                else:
+                    most = fit(row, now, dl, want, k)
                 if most == 0:
                     continue
-                for b in {most} | {s for s in _SIZES if s < most}:
-                    score = self._score(self.evaluate(k, b, cores), cores)
+                for b in _sizes_to_try(most):
+                    if known == (k, b, cores) and known_score is not None:
+                        ev: _Score | None = known_score
+                    else:
+                        ev = self.evaluate(k, b, cores, n - most_on_time)
+                    if ev is None:
+                        continue  # fewer on time than another candidate: never chosen
+                    on_time, makespan, total = ev
+                    score = (on_time, -round((makespan - now) / quantum), -total, -cores)
                     if best is None or score > best:
                         best, choice = score, (k, b, cores)
+                        if on_time > most_on_time:
+                            most_on_time = on_time
         return choice
 
-    def wait_until(self, b: int) -> float:
-        """When to stop waiting for a fuller batch (<= now: go now)."""
-        rate = self.view.arrival_rate_per_s * self.p.headroom * self.p.ratio
-        if rate <= 0:
-            return self.now
-        nominal = self.nominal
-        row = self.view.latency.service_s[nominal]
-        target = min(target_batch(row, self.n_workers, rate, self.p._cap), self.p._eff[nominal])
-        if b >= target:
-            return self.now
-        latest = min(self.dl) - self.safe[self.free][target]
-        return min(latest, self.now + (target - b) / rate)
+
+_ORDERS: dict[int, tuple[int, ...]] = {}
+
+
+def _sizes_to_try(most: int) -> tuple[int, ...]:
+    """Batch sizes a lookahead tries when ``most`` fit: ``most`` and the smaller of _SIZES.
+
+    In the iteration order of the set ``{most} | {s for s in _SIZES if s < most}``
+    (deterministic for ints), which is the order they have always been tried in:
+    ties keep the first candidate seen, so the order is part of the behaviour.
+    """
+    order = _ORDERS.get(most)
+    if order is None:
+        order = _ORDERS[most] = tuple({most} | {s for s in _SIZES if s < most})
+    return order
 
 
 def _check_knobs(

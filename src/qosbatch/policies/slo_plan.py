@@ -8,6 +8,7 @@ service time of a batch of b on c cores), because it runs inside decisions.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass
 
 
@@ -93,6 +94,9 @@ class Outcome:
     first: tuple[int, int, int] | None  # (EDF index, batch, cores) dispatched at once, if any
 
 
+NO_LIMIT = 1 << 62  # plan_lists' max_lost when a plan must run to the end
+
+
 def plan(deadlines: list[float], pool: Pool, safe: list[list[float]], eff: list[int]) -> Outcome:
     """Greedy EDF: each free worker takes the largest on-time prefix, up to the efficient size.
 
@@ -103,49 +107,108 @@ def plan(deadlines: list[float], pool: Pool, safe: list[list[float]], eff: list[
     arrivals are not modelled: the plan answers "what happens to those waiting".
     ``pool`` is consumed.
     """
-    now = t = pool.now
-    ends = [e for e, _ in pool.running]  # one entry per busy worker
-    held = [c for _, c in pool.running]
-    idle, free = pool.idle, pool.free
-    top, nominal = pool.max_cores, pool.nominal
+    running = sorted(pool.running)
+    ends = [e for e, _ in running]
+    held = [c for _, c in running]
+    out = plan_lists(
+        deadlines,
+        pool.now,
+        ends,
+        held,
+        pool.idle,
+        pool.free,
+        pool.max_cores,
+        pool.nominal,
+        safe,
+        eff,
+    )
+    assert out is not None  # (no limit on losses)
+    return Outcome(*out)
+
+
+def plan_lists(
+    deadlines: list[float],
+    now: float,
+    ends: list[float],
+    held: list[int],
+    idle: int,
+    free: int,
+    top: int,
+    nominal: int,
+    safe: list[list[float]],
+    eff: list[int],
+    max_lost: int = NO_LIMIT,
+) -> tuple[int, float, float, tuple[int, int, int] | None] | None:
+    """``plan`` on a pool given as lists: ``ends`` ascending, ``held`` in step (consumed).
+
+    Returns ``(on_time, makespan, total, first)``, or None as soon as more than
+    ``max_lost`` requests are lost (a lookahead's candidate that can no longer tie the
+    best one). The policy calls this form, where a Pool and an Outcome per plan show.
+    Kept sorted, the soonest end is ``ends[0]``, the makespan ``ends[-1]``, and the
+    batches that end by ``t`` are a prefix (a plan's result never depends on the order
+    of batches ending at the same time).
+    """
+    t = now
     alone = safe[top][1]
+    lost = 0
     on_time = 0
     total = 0.0
     first: tuple[int, int, int] | None = None
+    soonest = ends[0] if ends else math.inf
     i, n = 0, len(deadlines)
     while i < n:
-        if ends and min(ends) <= t:
-            for j in range(len(ends) - 1, -1, -1):
-                if ends[j] <= t:
-                    idle += 1
-                    free += held[j]
-                    del ends[j], held[j]
+        if soonest <= t:  # batches ended: their workers and cores are free again
+            while True:  # (a prefix of the sorted ends, usually one)
+                del ends[0]
+                idle += 1
+                free += held.pop(0)
+                if not ends:
+                    soonest = math.inf
+                    break
+                soonest = ends[0]
+                if soonest > t:
+                    break
         d = deadlines[i]
         if t + alone > d:
             i += 1  # hopeless even alone on every core
+            lost += 1
+            if lost > max_lost:
+                return None
             continue
-        cores = 0
         if idle and free:
-            for c in range(min(nominal, free), free + 1):
-                if t + safe[c][1] <= d:
-                    cores = c
+            # The fewest cores from the nominal up that finish the head in time, if any.
+            cores = nominal if nominal < free else free
+            while t + safe[cores][1] > d:
+                cores += 1
+                if cores > free:
                     break
-        if not cores:
-            if not ends:
-                i += 1  # cannot happen with a consistent pool; count it lost
+            else:
+                row = safe[cores]
+                most = eff[cores]
+                if n - i < most:
+                    most = n - i
+                # A batch of one fits: ``cores`` was picked so that t + row[1] <= d.
+                b = fit(row, t, deadlines, most, i) if most > 1 else 1
+                done = t + row[b]
+                if first is None and t == now:
+                    first = (i, b, cores)
+                j = bisect_right(ends, done)
+                ends.insert(j, done)
+                held.insert(j, cores)
+                if not j:
+                    soonest = done
+                idle -= 1
+                free -= cores
+                on_time += b
+                total += b * done
+                i += b
                 continue
-            t = min(ends)  # wait for cores (or a worker) to free up
+        # No worker or not enough cores free for the head: wait for the next to free up.
+        if not ends:
+            i += 1  # cannot happen with a consistent pool; count it lost
+            lost += 1
+            if lost > max_lost:
+                return None
             continue
-        row = safe[cores]
-        b = fit(row, t, deadlines, min(n - i, eff[cores]), i)
-        done = t + row[b]
-        if first is None and t == now:
-            first = (i, b, cores)
-        ends.append(done)
-        held.append(cores)
-        idle -= 1
-        free -= cores
-        on_time += b
-        total += b * done
-        i += b
-    return Outcome(on_time, max(ends, default=t), total, first)
+        t = soonest
+    return on_time, ends[-1] if ends else t, total, first

@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from heapq import heappop, heappush
+from itertools import chain
 
 import numpy as np
 
@@ -40,6 +41,7 @@ from qosbatch.sim.service import ServiceSampler
 from qosbatch.workloads.trace import Trace
 
 _COMPLETE, _WAKE = 0, 2  # heap kinds; an arrival sorts between them (kind 1)
+_INF = math.inf
 _MAX_IDLE_WAKES = 10_000  # wake-ups in a row that change nothing after the last arrival
 LEFT_WAITING = "left waiting by the policy when the workload ended"
 
@@ -154,19 +156,22 @@ class _Run:
         n = len(trace)
         self.deadline = trace.deadline_s.tolist()
         self.batch_of = [-1] * n
-        self.reject_of = [-1] * n
-        self.reject_s = [0.0] * n
+        # One entry per batch: (dispatch, completion, size, cores, worker).
+        self.batches: list[tuple[float, float, int, int, int]] = []
+        # One entry per Reject: (reason, time), and its requests with the entry's index.
         self.reasons: list[str] = []
-        self.b_dispatch: list[float] = []
-        self.b_done: list[float] = []
-        self.b_size: list[int] = []
-        self.b_cores: list[int] = []
-        self.b_worker: list[int] = []
-        self.running: list[dict[int, tuple[int, tuple[int, ...]]]] = [{} for _ in self.deps]
+        self.reason_s: list[float] = []
+        self.rejected: list[int] = []
+        self.rejected_code: list[int] = []
+        # model -> worker -> (ids, dispatch time) of its running batch
+        self.running: list[dict[int, tuple[tuple[int, ...], float]]] = [{} for _ in self.deps]
         self.heap: list[tuple[float, int, int, int, int]] = []
         self.seq = 0
         self.wake_at = [math.inf] * n_models
         self.idle_only = [bool(getattr(p, "idle_only", False)) for p in self.policies]
+        # Bound once: a policy's methods are looked up per event otherwise.
+        self.decides = [p.decide for p in self.policies]
+        self.observes = [p.observe for p in self.policies]
         self.idle_wakes = [0] * n_models
         self.events = 0
 
@@ -182,31 +187,76 @@ class _Run:
             last[m] = i
         for m, q in enumerate(queues):
             q.draining = last[m] < 0
-        decide, complete, wake = self._decide, self._complete, self._wake
-        idle_only = self.idle_only
-        n, i, events = len(times), 0, 0
+        # The hot loop: an arrival or a batch completion, then the model's policy decides.
+        # What _complete and _decide do is inlined here (a call and a few attribute loads
+        # per event show at a million requests); wake-ups are rare and stay a method.
+        wake, apply = self._wake, self._apply
+        idle_only, decides, observes = self.idle_only, self.decides, self.observes
+        running, wake_at = self.running, self.wake_at
+        inf = math.inf
+        n, i, popped = len(times), 0, 0  # (events: every arrival, and every heap entry popped)
         while True:
             if i < n:
                 t = times[i]
-                if heap and (heap[0][0] < t or (heap[0][0] == t and heap[0][1] == _COMPLETE)):
-                    ev = heappop(heap)
-                    (complete if ev[1] == _COMPLETE else wake)(ev)
-                else:
-                    m = codes[i]
-                    q = queues[m]
-                    q.push(i, t, deadline[i], prios[i] if prios else 0)
-                    if i == last[m]:
-                        q.draining = True
-                    # An idle-only policy would answer [] with no worker or core free.
-                    if not idle_only[m] or (q.idle_workers and q.free_cores) or q.draining:
-                        decide(m, t)
-                    i += 1
+                # Arrivals go after completions and before wake-ups at the same time.
+                arrival = not heap or (h := heap[0])[0] > t or (h[0] == t and h[1] != _COMPLETE)
             elif heap:
-                ev = heappop(heap)
-                (complete if ev[1] == _COMPLETE else wake)(ev)
+                arrival = False
             else:
                 break
-            events += 1
+            if arrival:
+                m = codes[i]
+                q = queues[m]
+                q.push(i, t, deadline[i], prios[i] if prios else 0)
+                if i == last[m]:
+                    q.draining = True
+                i += 1
+                # An idle-only policy would answer [] with no worker or core free.
+                if idle_only[m] and not (q.idle_workers and q.free_cores) and not q.draining:
+                    continue
+                now = q.now_s = t
+            else:
+                popped += 1
+                ev = heappop(heap)
+                if ev[1] != _COMPLETE:
+                    wake(ev)
+                    continue
+                # A batch completes: its worker and cores are free again.
+                now, _, _, m, w = ev
+                ids, dispatch_s = running[m].pop(w)
+                q = queues[m]
+                worker = q.workers[w]
+                cores = worker.running_cores
+                worker.idle = True
+                worker.busy_until_s = now
+                worker.running_cores = 0
+                q.free_cores += cores
+                q.idle_workers += 1
+                if len(ids) == 1:
+                    late = 1 if deadline[ids[0]] < now else 0
+                else:
+                    late = 0
+                    for r in ids:
+                        if deadline[r] < now:
+                            late += 1
+                q.now_s = now
+                observes[m](CompletedBatch(q.model, w, cores, ids, dispatch_s, now, late))
+            # The policy decides (as in _decide; q.now_s is set above).
+            decisions = decides[m](q)
+            if decisions.__class__ is list and not decisions:
+                # The common answer: nothing to do and nothing to wait for, so a pending
+                # wake-up is dropped (wait = inf, in _decide's terms; nan stays: wakes off).
+                if wake_at[m] < inf:
+                    wake_at[m] = inf
+                continue
+            wait = apply(m, q, decisions, now)
+            when = wake_at[m]
+            if wait != when and when == when:  # (nan: this model's wake-ups are off)
+                wake_at[m] = wait
+                if wait < inf:
+                    self.seq += 1
+                    heappush(heap, (wait, _WAKE, self.seq, m, -1))
+        events = n + popped
         self.events = events
         self._finish_waiting()
         return SimResult(
@@ -214,34 +264,12 @@ class _Run:
             if self.policies
             else "",
             records=self._records(),
-            batches=len(self.b_size),
+            batches=len(self.batches),
             events=events,
             wall_s=time.perf_counter() - start,
         )
 
     # ---- events ---------------------------------------------------------------------
-
-    def _complete(self, ev: tuple[float, int, int, int, int]) -> None:
-        now, _, _, m, w = ev
-        bid, ids = self.running[m].pop(w)
-        q = self.queues[m]
-        worker = q.workers[w]
-        cores = worker.running_cores
-        worker.idle = True
-        worker.busy_until_s = now
-        worker.running_cores = 0
-        q.free_cores += cores
-        q.idle_workers += 1
-        deadline = self.deadline
-        late = 0
-        for r in ids:
-            if deadline[r] < now:
-                late += 1
-        q.now_s = now
-        self.policies[m].observe(
-            CompletedBatch(q.model, w, cores, ids, self.b_dispatch[bid], now, late)
-        )
-        self._decide(m, now)
 
     def _wake(self, ev: tuple[float, int, int, int, int]) -> None:
         now, _, _, m, _ = ev
@@ -269,17 +297,28 @@ class _Run:
     def _decide(self, m: int, now: float) -> None:
         q = self.queues[m]
         q.now_s = now
-        decide = self.policies[m].decide
-        idle_only = self.idle_only[m]
-        wait = math.inf
+        decisions = self.decides[m](q)
+        if decisions.__class__ is list and not decisions:
+            # The common answer, nothing to do, changes nothing and waits for nothing.
+            wait = math.inf
+        else:
+            wait = self._apply(m, q, decisions, now)
+        wake_at = self.wake_at[m]
+        if wait != wake_at and wake_at == wake_at:  # (nan: this model's wake-ups are off)
+            self.wake_at[m] = wait
+            if wait < math.inf:
+                self.seq += 1
+                heappush(self.heap, (wait, _WAKE, self.seq, m, -1))
+
+    def _apply(self, m: int, q: ModelQueue, decisions: object, now: float) -> float:
+        """Apply ``decisions``, calling decide again while they change anything; the wait."""
         while True:
-            decisions = decide(q)
             if decisions.__class__ is not list and not isinstance(decisions, (list, tuple)):
                 raise PolicyContractError(
                     f"{q.model}: decide() must return a list of decisions, got {decisions!r}"
                 )
+            wait = _INF
             changed = False
-            wait = math.inf
             for d in decisions:
                 cls = d.__class__
                 if cls is Dispatch or (cls is not Wait and isinstance(d, Dispatch)):
@@ -299,52 +338,48 @@ class _Run:
                 else:
                     raise PolicyContractError(f"{q.model}: {d!r} is not a Dispatch, Reject or Wait")
             if not changed or not len(q):
-                break
-            if idle_only and not (q.idle_workers and q.free_cores):
-                wait = math.inf  # what the call would return: nothing to do, nothing to wait for
-                break
-        wake_at = self.wake_at[m]
-        if wait != wake_at and wake_at == wake_at:  # (nan: this model's wake-ups are off)
-            self.wake_at[m] = wait
-            if wait < math.inf:
-                self.seq += 1
-                heappush(self.heap, (wait, _WAKE, self.seq, m, -1))
+                return wait
+            if self.idle_only[m] and not (q.idle_workers and q.free_cores):
+                return _INF  # what the call would return: nothing to do, nothing to wait for
+            decisions = self.decides[m](q)
 
     def _dispatch(self, m: int, q: ModelQueue, d: Dispatch, now: float) -> None:
         ids = tuple(d.requests)
         b, w, c = len(ids), d.worker, d.cores
-        if not 0 <= w < len(q.workers):
+        workers = q.workers
+        if not 0 <= w < len(workers):
             raise PolicyContractError(f"{q.model}: dispatch to worker {w}, which does not exist")
-        worker = q.workers[w]
+        worker = workers[w]
         if not worker.idle:
             raise PolicyContractError(f"{q.model}: dispatch to worker {w}, which is busy")
         if not 1 <= c <= q.free_cores:
             raise PolicyContractError(
                 f"{q.model}: dispatch on {c} cores with {q.free_cores} free (of {q.max_cores})"
             )
-        if not 1 <= b <= q.latency.max_batch:
+        latency = q.latency
+        if not 1 <= b <= latency.max_batch:
             raise PolicyContractError(
-                f"{q.model}: a batch of {b}; batches hold 1 to {q.latency.max_batch} requests"
+                f"{q.model}: a batch of {b}; batches hold 1 to {latency.max_batch} requests"
             )
         q.take(ids)
         done = now + self.samplers[m].sample(b, c)
         worker.idle = False
-        worker.busy_until_s = now + q.latency.service_s[c][b]
+        worker.busy_until_s = now + latency.service_s[c][b]
         worker.running_cores = c
         q.free_cores -= c
         q.idle_workers -= 1
-        bid = len(self.b_size)
-        self.b_dispatch.append(now)
-        self.b_done.append(done)
-        self.b_size.append(b)
-        self.b_cores.append(c)
-        self.b_worker.append(w)
-        batch_of = self.batch_of
-        for r in ids:
-            batch_of[r] = bid
-        self.running[m][w] = (bid, ids)
-        self.seq += 1
-        heappush(self.heap, (done, _COMPLETE, self.seq, m, w))
+        batches = self.batches
+        bid = len(batches)
+        batches.append((now, done, b, c, w))
+        if b == 1:
+            self.batch_of[ids[0]] = bid
+        else:
+            batch_of = self.batch_of
+            for r in ids:
+                batch_of[r] = bid
+        self.running[m][w] = (ids, now)
+        self.seq = seq = self.seq + 1
+        heappush(self.heap, (done, _COMPLETE, seq, m, w))
 
     def _reject(self, q: ModelQueue, d: Reject, now: float) -> None:
         ids = tuple(d.requests)
@@ -353,10 +388,9 @@ class _Run:
         q.take(ids)
         code = len(self.reasons)
         self.reasons.append(str(d.reason) or "rejected")
-        reject_of, reject_s = self.reject_of, self.reject_s
-        for r in ids:
-            reject_of[r] = code
-            reject_s[r] = now
+        self.reason_s.append(now)
+        self.rejected.extend(ids)
+        self.rejected_code.extend([code] * len(ids))
 
     # ---- the end --------------------------------------------------------------------
 
@@ -377,21 +411,25 @@ class _Run:
         n = len(trace)
         batch_of = np.array(self.batch_of, dtype=np.int64)
         served = batch_of >= 0
-        idx = np.where(served, batch_of, 0)
+        count = len(self.batches)
+        table = np.fromiter(
+            chain.from_iterable(self.batches), dtype=float, count=5 * count
+        ).reshape(count, 5)  # (integers up to 2**53 are exact as floats)
 
-        def per_batch(values: list[float] | list[int], fill: float, dtype: type) -> np.ndarray:
-            arr = np.array(values if values else [fill], dtype=dtype)
-            return np.where(served, arr[idx], fill)
+        def per_batch(column: int, fill: float) -> np.ndarray:
+            # The batch's value per request; fill (appended last: index -1) if not served.
+            return np.append(table[:, column], fill)[batch_of]
 
-        dispatch_s = per_batch(self.b_dispatch, math.nan, float)
-        completion_s = np.where(served, per_batch(self.b_done, 0.0, float), self.reject_s)
-        deadline_s = np.array(self.deadline)
-        outcome = np.where(served, np.where(completion_s <= deadline_s, ON_TIME, LATE), REJECTED)
+        dispatch_s = per_batch(0, math.nan)
+        completion_s = per_batch(1, 0.0)
         reason = np.full(n, "", dtype=object)
-        rejected = ~served
-        if rejected.any():
-            codes = np.array(self.reject_of, dtype=np.int64)[rejected]
+        if self.rejected:
+            rejected = np.array(self.rejected, dtype=np.int64)
+            codes = np.array(self.rejected_code, dtype=np.int64)
+            completion_s[rejected] = np.array(self.reason_s, dtype=float)[codes]
             reason[rejected] = np.array(self.reasons, dtype=object)[codes]
+        deadline_s = trace.deadline_s  # (the very values self.deadline was listed from)
+        outcome = np.where(served, np.where(completion_s <= deadline_s, ON_TIME, LATE), REJECTED)
         return RecordTable(
             models=trace.models,
             request_id=np.arange(n, dtype=np.int64),
@@ -401,8 +439,8 @@ class _Run:
             dispatch_s=dispatch_s,
             completion_s=completion_s,
             outcome=outcome.astype(np.int64),
-            batch_size=per_batch(self.b_size, 0, np.int64).astype(np.int64),
-            cores=per_batch(self.b_cores, 0, np.int64).astype(np.int64),
-            worker=per_batch(self.b_worker, -1, np.int64).astype(np.int64),
+            batch_size=per_batch(2, 0).astype(np.int64),
+            cores=per_batch(3, 0).astype(np.int64),
+            worker=per_batch(4, -1).astype(np.int64),
             reason=reason,
         )

@@ -11,7 +11,7 @@ lookup and one ``math.exp``.
 
 from __future__ import annotations
 
-import math
+from math import exp
 
 import numpy as np
 
@@ -30,25 +30,24 @@ class ServiceSampler:
         deterministic: bool = False,
         cv_scale: float = 1.0,
     ) -> None:
-        self._mean = table.service_s
         self._rng = rng
-        self._deterministic = deterministic
         sigma = np.sqrt(np.log1p((np.asarray(table.cv) * cv_scale) ** 2))
-        self._sigma = sigma.tolist()
-        self._shift = (-0.5 * sigma**2).tolist()  # keeps the mean at s(b, c)
-        self._z: list[float] = []
-        self._i = 0
+        shift = (-0.5 * sigma**2).tolist()  # keeps the mean at s(b, c)
+        if deterministic:
+            sigma = np.zeros_like(sigma)  # (a spread of 0: the mean, exactly)
+        # (mean, sigma, shift) of each (c, b): one lookup per batch.
+        self._params = [
+            list(zip(means, sigmas, shifts, strict=True))
+            for means, sigmas, shifts in zip(table.service_s, sigma.tolist(), shift, strict=True)
+        ]
+        self._z: list[float] = []  # draws left in the current chunk, last one next
 
     def sample(self, b: int, c: int) -> float:
-        mean = self._mean[c][b]
-        if self._deterministic:
-            return mean
-        sigma = self._sigma[c][b]
+        mean, sigma, shift = self._params[c][b]
         if sigma == 0.0:
             return mean
-        if self._i >= len(self._z):
-            self._z = self._rng.standard_normal(_CHUNK).tolist()
-            self._i = 0
-        z = self._z[self._i]
-        self._i += 1
-        return mean * math.exp(sigma * z + self._shift[c][b])
+        z = self._z
+        if not z:
+            # A chunk is consumed from its end: reversed, it yields the draws in order.
+            z = self._z = self._rng.standard_normal(_CHUNK).tolist()[::-1]
+        return mean * exp(sigma * z.pop() + shift)
