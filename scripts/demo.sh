@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the main job end to end on an embedded default, a few minutes on 2 cores.
 # Profile ResNet-18 over batch sizes and core counts, fit the latency models,
-# predict an unmeasured point and plot the profile.
+# predict an unmeasured point, plot the profile; then simulate the four policies
+# on a bursty workload and ask the queueing model for the best (a, b).
 set -euo pipefail
 out=${1:-demo-out}
 mkdir -p "$out"
@@ -17,4 +18,18 @@ $qb predict "$out/resnet18.json" --batch 10 --cores "${cores##*,}"
 
 echo "== 3. plot =="
 $qb plot "$out/resnet18.json" -o "$out/resnet18.png"
-echo "demo done: profile $out/resnet18.json, plot $out/resnet18.png"
+
+echo "== 4. simulate four policies on a bursty workload (MMPP, network-delay SLOs) =="
+workload="mmpp:rates=8/50,switch_s=5/1,duration_s=300,slo=netdelay,base_ms=250,delay_ms=40"
+$qb simulate --profile "$out/resnet18.json" --policy slo,dynamic,aimd,single \
+    --workload "$workload" --plot "$out/policies.png"
+
+# 60% of what the node sustains with batches of up to 32, from the profile just taken.
+rate=$(.venv/bin/python -c "
+from qosbatch.core.profile import load_profile
+from qosbatch.policies.latency_table import LatencyTable
+t = LatencyTable.from_profile(load_profile('$out/resnet18.json'), ${cores##*,}, 32)
+print(round(0.6 * max(b / t.s(b, ${cores##*,}) for b in range(1, 33)), 1))")
+echo "== 5. queueing model: the best (a, b) at $rate req/s (60% of capacity) =="
+$qb queue --profile "$out/resnet18.json" --rate "$rate" --b 32 --optimize --plot "$out/queue.png"
+echo "demo done: profile $out/resnet18.json, plots $out/resnet18.png $out/policies.png $out/queue.png"
