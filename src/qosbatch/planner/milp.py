@@ -45,6 +45,8 @@ EXACT_MAX_VARIABLES = 20_000
 # two it proves optimality in 0.4 s. Past this limit it stops, and the plan reports the
 # best found and the proven lower bound (``Allocation.optimal`` says which).
 TIME_LIMIT_S = 2.0
+BOUND_TIME_S = 0.5  # for the lower bound alone (the plain-totals program)
+PROVE_MAX_VARIABLES = 2_000  # run the exact program to prove a packed plan only this small
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,18 @@ def allocate(
         if o.node_type.price_per_hour is None:
             raise UserError(f"node type {o.node_type.name} has no price: cannot minimise cost")
     types = _types(options)
-    x, y, bound = _aggregate(options, demands, types, memory_of, time_limit_s)
+    # The plan: each replica is charged its packing share of a node's cores (a 3-core
+    # replica on a 16-core node holds 16/5 = 3.2: five fit, not 5.33), so first fit meets
+    # the program's node count far more often and HiGHS does not search packings that
+    # the totals cannot see. That program bounds nothing, so the bound comes from the
+    # plain totals (a relaxation of packing), given a short time: its proven dual bound.
+    x, y, _ = _aggregate(options, demands, types, memory_of, time_limit_s, share=True)
+    if x is None or y is None:  # shares can be too strict under max_nodes: plain totals
+        x, y, bound = _aggregate(options, demands, types, memory_of, time_limit_s)
+    else:
+        bound = _aggregate(options, demands, types, memory_of, BOUND_TIME_S)[2]
+        if not math.isfinite(bound):  # no answer in that time: the linear relaxation's
+            bound = _aggregate(options, demands, types, memory_of, BOUND_TIME_S, relax=True)[2]
     if x is None or y is None:
         if bound == -math.inf:
             raise UserError(
@@ -112,10 +125,10 @@ def allocate(
         nodes.extend(PlacedNode(t, tuple(p)) for p in packed)
     cost = sum(_price(n.node_type) for n in nodes)
     method = "aggregate program; first-fit packing met its node count"
-    if overflow:
-        exact_result = _per_node(
-            options, demands, types, memory_of, cost, exact_max_variables, time_limit_s
-        )
+    unproven = cost > bound * (1 + 1e-9) + 1e-12
+    if overflow or unproven:  # the exact program: to pack, or (when small) to prove
+        limit = exact_max_variables if overflow else min(exact_max_variables, PROVE_MAX_VARIABLES)
+        exact_result = _per_node(options, demands, types, memory_of, cost, limit, time_limit_s)
         exact, proven = exact_result if exact_result is not None else (None, False)
         exact_cost = math.inf if exact is None else sum(_price(n.node_type) for n in exact)
         if proven:  # the per-node program is the exact problem: its optimum bounds every plan
@@ -127,7 +140,7 @@ def allocate(
                 for i in n.replicas:
                     x[i] += 1
             cost = exact_cost
-        else:
+        elif overflow:
             method = "aggregate program; first-fit packing (needed more nodes than the program)"
     return Allocation(tuple(int(v) for v in x), tuple(nodes), cost, bound, method)
 
@@ -159,9 +172,16 @@ def _aggregate(
     types: Sequence[NodeType],
     memory_of: MemoryOf,
     time_limit_s: float = TIME_LIMIT_S,
+    *,
+    share: bool = False,
+    relax: bool = False,
 ) -> tuple[list[int] | None, list[int] | None, float]:
     """(replicas per option, nodes per type, lower bound on cost); (None, None, inf) when
-    infeasible, (None, None, -inf) when the time ran out before any plan was found."""
+    infeasible, (None, None, -inf) when the time ran out before any plan was found.
+
+    ``share``: a replica takes its packing share of a node's cores (see ``allocate``).
+    ``relax``: the linear relaxation, for its bound only (its x and y are not whole).
+    """
     n_o, n_t = len(options), len(types)
     t_index = {t.name: j for j, t in enumerate(types)}
     m_index = {d.model: i for i, d in enumerate(demands)}
@@ -187,7 +207,8 @@ def _aggregate(
             if t_index[o.node_type.name] == j:
                 rows += [r_cores, r_mem]
                 cols += [k, k]
-                vals += [float(o.cores), o.memory_bytes / 2**30]
+                cores = t.cores / (t.cores // o.cores) if share else float(o.cores)
+                vals += [cores, o.memory_bytes / 2**30]
         rows += [r_cores, r_mem]
         cols += [n_o + j, n_o + j]
         vals += [-float(t.cores), -memory_of(t) / 2**30]
@@ -197,13 +218,15 @@ def _aggregate(
     ]
     res = milp(
         cost,
-        integrality=np.ones(n_o + n_t),
+        integrality=np.zeros(n_o + n_t) if relax else np.ones(n_o + n_t),
         bounds=Bounds(np.zeros(n_o + n_t), np.array(upper, dtype=float)),
         constraints=LinearConstraint(matrix, np.array(lo), np.array(hi)),
         options={"time_limit": time_limit_s, "mip_rel_gap": 1e-9},
     )
     if res.x is None:
         return None, None, (math.inf if res.status == 2 else -math.inf)
+    if relax:  # the node cost of the relaxed optimum: no whole plan costs less
+        return None, None, float(np.dot(cost[n_o:], res.x[n_o:]))
     sol = np.round(res.x).astype(int)
     bound = float(sum(_price(t) * int(v) for t, v in zip(types, sol[n_o:], strict=True)))
     if res.status != 0:  # stopped by the time limit: the proven bound, not this plan's cost
