@@ -5,8 +5,7 @@ arrivals into it, take dispatched and rejected requests out of it, update its
 workers, and hand it to the policy as its read-only ``QueueView``. It keeps two
 orders of the same requests:
 
-- arrival order (a deque), which FIFO policies read, built the first time one asks
-  for it (the id->info dict keeps that order meanwhile);
+- arrival order (a deque), which FIFO policies read;
 - EDF order, (priority level, deadline, id) in a sorted list, built the first time
   a policy asks for it, so FIFO policies never pay for it.
 
@@ -72,7 +71,7 @@ class ModelQueue:
         self.idle_workers = len(self.workers)  # drivers keep it equal to the idle count
         self.latency = latency
         self._info: dict[int, tuple[float, float, int]] = {}  # id -> (arrival, deadline, prio)
-        self._fifo: deque[int] | None = None  # built the first time a policy asks for it
+        self._fifo: deque[int] = deque()
         self._fifo_dead = 0
         self._edf: list[tuple[int, float, int]] | None = None  # (rank, deadline, id)
         self._edf_dead = 0
@@ -98,8 +97,7 @@ class ModelQueue:
         return None
 
     def oldest_arrival_s(self) -> float:
-        info = self._info
-        fifo = self._fifo if self._fifo is not None else self._fifo_order()
+        info, fifo = self._info, self._fifo
         while fifo and fifo[0] not in info:
             fifo.popleft()
             self._fifo_dead -= 1
@@ -113,8 +111,7 @@ class ModelQueue:
         return order[0][1] if order else math.inf  # (the entry holds the head's deadline)
 
     def fifo(self, k: int) -> list[int]:
-        info = self._info
-        fifo = self._fifo if self._fifo is not None else self._fifo_order()
+        info, fifo = self._info, self._fifo
         while fifo and fifo[0] not in info:
             fifo.popleft()
             self._fifo_dead -= 1
@@ -166,9 +163,7 @@ class ModelQueue:
         if request_id in info:
             raise ValueError(f"request {request_id} is already waiting")
         info[request_id] = (arrival_s, deadline_s, priority)
-        fifo = self._fifo
-        if fifo is not None:
-            fifo.append(request_id)
+        self._fifo.append(request_id)
         if self._edf is not None:
             rank = priority if priority > 0 else _LOWEST  # (priority_rank, inlined)
             insort(self._edf, (rank, deadline_s, request_id))
@@ -191,11 +186,10 @@ class ModelQueue:
             if order and order[0][2] == rid:  # the EDF head (the usual) leaves that order now
                 del order[0]
                 dropped += 1
-        if self._fifo is not None:
-            self._fifo_dead += n
-            if self._fifo_dead > 64 and self._fifo_dead > len(info):
-                self._fifo = deque(r for r in self._fifo if r in info)
-                self._fifo_dead = 0
+        self._fifo_dead += n
+        if self._fifo_dead > 64 and self._fifo_dead > len(info):
+            self._fifo = deque(r for r in self._fifo if r in info)
+            self._fifo_dead = 0
         if order is not None:
             self._edf_dead += n - dropped
             if self._edf_dead > 64 and self._edf_dead > len(info):
@@ -217,13 +211,6 @@ class ModelQueue:
             dead += 1
         del order[:dead]
         self._edf_dead -= dead
-
-    def _fifo_order(self) -> deque[int]:
-        if self._fifo is None:
-            # The id->info dict keeps insertion (arrival) order: the waiting ones, oldest first.
-            self._fifo = deque(self._info)
-            self._fifo_dead = 0
-        return self._fifo
 
     def _edf_order(self) -> list[tuple[int, float, int]]:
         if self._edf is None:
