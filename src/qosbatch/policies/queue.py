@@ -20,12 +20,12 @@ from __future__ import annotations
 import math
 from bisect import insort
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from math import exp
 
 from qosbatch.core.requests import Request
-from qosbatch.policies.base import PolicyContractError
+from qosbatch.policies.base import Decision, Dispatch, PolicyContractError, Reject, Wait
 from qosbatch.policies.latency_table import LatencyTable
 
 _LOWEST = 1 << 31  # the EDF rank of priority 0, Triton's default (lowest) level
@@ -197,6 +197,26 @@ class ModelQueue:
                 self._edf_dead = 0
         return n
 
+    def check_dispatch(self, worker: int, cores: int, batch: int) -> None:
+        """Raise PolicyContractError unless this batch on this worker and cores is legal."""
+        workers = self.workers
+        if not 0 <= worker < len(workers):
+            raise PolicyContractError(
+                f"{self.model}: dispatch to worker {worker}, which does not exist"
+            )
+        if not workers[worker].idle:
+            raise PolicyContractError(f"{self.model}: dispatch to worker {worker}, which is busy")
+        if not 1 <= cores <= self.free_cores:
+            raise PolicyContractError(
+                f"{self.model}: dispatch on {cores} cores with {self.free_cores} free "
+                f"(of {self.max_cores})"
+            )
+        if not 1 <= batch <= self.latency.max_batch:
+            raise PolicyContractError(
+                f"{self.model}: a batch of {batch}; batches hold 1 to {self.latency.max_batch} "
+                "requests"
+            )
+
     def _drop_taken_head(self, order: list[tuple[int, float, int]]) -> None:
         """Drop the taken requests ahead of the first waiting one in EDF order."""
         info = self._info
@@ -217,3 +237,53 @@ class ModelQueue:
             self._edf = sorted((priority_rank(p), d, rid) for rid, (_, d, p) in self._info.items())
             self._edf_dead = 0
         return self._edf
+
+
+def apply_decisions(
+    q: ModelQueue,
+    decisions: object,
+    now: float,
+    decide: Callable[[ModelQueue], list[Decision]],
+    dispatch: Callable[[Dispatch], None],
+    reject: Callable[[Reject], None],
+    idle_only: bool = False,
+) -> float:
+    """Apply a policy's decisions the way every driver must; return when to call it again.
+
+    Dispatches and rejections go to the driver's ``dispatch`` and ``reject`` in
+    order; while they change anything, the policy is asked again with the updated
+    queue (the contract in ``qosbatch.policies.base``). The earliest ``Wait`` of the
+    last answer stands (``inf``: wait for the next event). Both drivers, the
+    simulator and the live batcher, call this, so a policy meets one set of rules.
+    """
+    _inf = math.inf
+    while True:
+        if decisions.__class__ is not list and not isinstance(decisions, list | tuple):
+            raise PolicyContractError(
+                f"{q.model}: decide() must return a list of decisions, got {decisions!r}"
+            )
+        wait = _inf
+        changed = False
+        for d in decisions:  # type: ignore[attr-defined]
+            cls = d.__class__
+            if cls is Dispatch or (cls is not Wait and isinstance(d, Dispatch)):
+                dispatch(d)
+                changed = True
+            elif cls is Wait or isinstance(d, Wait):
+                until = d.until_s
+                if not until > now:
+                    raise PolicyContractError(
+                        f"{q.model}: Wait({until!r}) at now={now!r} is not in the future"
+                    )
+                if until < wait:
+                    wait = until
+            elif isinstance(d, Reject):
+                reject(d)
+                changed = True
+            else:
+                raise PolicyContractError(f"{q.model}: {d!r} is not a Dispatch, Reject or Wait")
+        if not changed or not len(q):
+            return wait
+        if idle_only and not (q.idle_workers and q.free_cores):
+            return _inf  # what the call would return: nothing to do, nothing to wait for
+        decisions = decide(q)

@@ -33,10 +33,9 @@ from qosbatch.policies.base import (
     PolicyContractError,
     PolicyFactory,
     Reject,
-    Wait,
 )
 from qosbatch.policies.latency_table import LatencyTable
-from qosbatch.policies.queue import ModelQueue
+from qosbatch.policies.queue import ModelQueue, apply_decisions
 from qosbatch.sim.service import ServiceSampler
 from qosbatch.workloads.trace import Trace
 
@@ -312,55 +311,22 @@ class _Run:
 
     def _apply(self, m: int, q: ModelQueue, decisions: object, now: float) -> float:
         """Apply ``decisions``, calling decide again while they change anything; the wait."""
-        while True:
-            if decisions.__class__ is not list and not isinstance(decisions, (list, tuple)):
-                raise PolicyContractError(
-                    f"{q.model}: decide() must return a list of decisions, got {decisions!r}"
-                )
-            wait = _INF
-            changed = False
-            for d in decisions:
-                cls = d.__class__
-                if cls is Dispatch or (cls is not Wait and isinstance(d, Dispatch)):
-                    self._dispatch(m, q, d, now)
-                    changed = True
-                elif cls is Wait or isinstance(d, Wait):
-                    until = d.until_s
-                    if not until > now:
-                        raise PolicyContractError(
-                            f"{q.model}: Wait({until!r}) at now={now!r} is not in the future"
-                        )
-                    if until < wait:
-                        wait = until
-                elif isinstance(d, Reject):
-                    self._reject(q, d, now)
-                    changed = True
-                else:
-                    raise PolicyContractError(f"{q.model}: {d!r} is not a Dispatch, Reject or Wait")
-            if not changed or not len(q):
-                return wait
-            if self.idle_only[m] and not (q.idle_workers and q.free_cores):
-                return _INF  # what the call would return: nothing to do, nothing to wait for
-            decisions = self.decides[m](q)
+        return apply_decisions(
+            q,
+            decisions,
+            now,
+            self.decides[m],
+            lambda d: self._dispatch(m, q, d, now),
+            lambda d: self._reject(q, d, now),
+            self.idle_only[m],
+        )
 
     def _dispatch(self, m: int, q: ModelQueue, d: Dispatch, now: float) -> None:
         ids = tuple(d.requests)
         b, w, c = len(ids), d.worker, d.cores
-        workers = q.workers
-        if not 0 <= w < len(workers):
-            raise PolicyContractError(f"{q.model}: dispatch to worker {w}, which does not exist")
-        worker = workers[w]
-        if not worker.idle:
-            raise PolicyContractError(f"{q.model}: dispatch to worker {w}, which is busy")
-        if not 1 <= c <= q.free_cores:
-            raise PolicyContractError(
-                f"{q.model}: dispatch on {c} cores with {q.free_cores} free (of {q.max_cores})"
-            )
+        q.check_dispatch(w, c, b)
+        worker = q.workers[w]
         latency = q.latency
-        if not 1 <= b <= latency.max_batch:
-            raise PolicyContractError(
-                f"{q.model}: a batch of {b}; batches hold 1 to {latency.max_batch} requests"
-            )
         q.take(ids)
         done = now + self.samplers[m].sample(b, c)
         worker.idle = False
