@@ -32,4 +32,25 @@ t = LatencyTable.from_profile(load_profile('$out/resnet18.json'), ${cores##*,}, 
 print(round(0.6 * max(b / t.s(b, ${cores##*,}) for b in range(1, 33)), 1))")
 echo "== 5. queueing model: the best (a, b) at $rate req/s (60% of capacity) =="
 $qb queue --profile "$out/resnet18.json" --rate "$rate" --b 32 --optimize --plot "$out/queue.png"
-echo "demo done: profile $out/resnet18.json, plots $out/resnet18.png $out/policies.png $out/queue.png"
+
+echo "== 6. serve resnet18 (policy slo) and send it 30 s of the bursty workload, live =="
+$qb workload generate "${workload/duration_s=300/duration_s=30}" --model resnet18 -o "$out/trace.csv"
+echo "-- simulated, same trace:"
+$qb simulate --profile "$out/resnet18.json" --policy slo --trace "$out/trace.csv"
+port=$(.venv/bin/python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+$qb serve --model resnet18 --profile "$out/resnet18.json" --policy slo --port "$port" \
+    > "$out/serve.log" 2>&1 &
+server=$!
+trap 'kill -TERM $server 2>/dev/null || true; wait $server 2>/dev/null || true' EXIT
+for _ in $(seq 240); do
+    grep -q "serving on" "$out/serve.log" && break
+    kill -0 $server 2>/dev/null || { cat "$out/serve.log"; exit 1; }
+    sleep 0.5
+done
+echo "-- live, from the client's side:"
+$qb bench --url "http://127.0.0.1:$port" --model resnet18 --trace "$out/trace.csv" --plot "$out/live.png"
+kill -TERM $server
+wait $server
+trap - EXIT
+echo "demo done: profile $out/resnet18.json, plots $out/resnet18.png $out/policies.png" \
+    "$out/queue.png $out/live.png"

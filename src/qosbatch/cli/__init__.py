@@ -40,4 +40,10 @@ def main() -> None:
 
 
 # The command modules register themselves on `app`; imported last because they import it.
-from qosbatch.cli import plan_cmds, profile_cmds, queue_cmds, sim_cmds  # noqa: E402, F401
+from qosbatch.cli import (  # noqa: E402, F401
+    plan_cmds,
+    profile_cmds,
+    queue_cmds,
+    serve_cmds,
+    sim_cmds,
+)

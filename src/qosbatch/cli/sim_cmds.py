@@ -151,14 +151,19 @@ def _compare(exp: Any, specs: list[Any], json_out: bool) -> list[dict[str, Any]]
     if json_out:
         typer.echo(json.dumps(rows, indent=1))
         return rows
-    table = Table(title=f"{len(rows)} policies, mean arrival rate {exp.base_rate:.1f} req/s")
+    print_metrics(rows, f"{len(rows)} policies, mean arrival rate {exp.base_rate:.1f} req/s")
+    return rows
+
+
+def print_metrics(rows: list[dict[str, Any]], title: str) -> None:
+    """One row per run, the columns of ``qosbatch.metrics`` (simulated and live alike)."""
+    table = Table(title=title)
     table.add_column("policy")
     for _, head, _ in _COLUMNS:
         table.add_column(head, justify="right")
     for row in rows:
         table.add_row(row["policy"], *(_cell(fmt, row[key]) for key, _, fmt in _COLUMNS))
     _print_table(table)
-    return rows
 
 
 def _print_table(table: Table) -> None:

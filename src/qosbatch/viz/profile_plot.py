@@ -8,6 +8,7 @@ import numpy as np
 
 from qosbatch.core.profile import Profile
 from qosbatch.latency import latency_model
+from qosbatch.viz import save_figure
 
 _STYLES = {"amdahl": "-", "density": "--"}
 
@@ -48,9 +49,4 @@ def plot_profile(profile: Profile, path: str | Path) -> Path:
     for ax in (ax_lat, ax_tput):
         ax.grid(alpha=0.3)
     fig.suptitle(f"{profile.model.name} on {profile.node.cpu_model} ({profile.model.backend})")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from qosbatch.queueing import ServiceTime, solve
+from qosbatch.viz import save_figure
 
 
 def plot_latency_vs_rate(
@@ -46,9 +47,4 @@ def plot_latency_vs_rate(
         axis.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

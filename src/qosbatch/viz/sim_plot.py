@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from qosbatch.viz import save_figure
+
 
 def plot_attainment(
     curves: Mapping[str, Sequence[tuple[float, float]]],
@@ -31,9 +33,4 @@ def plot_attainment(
     ax.set_ylim(bottom=max(0.0, ax.get_ylim()[0]), top=100.5)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

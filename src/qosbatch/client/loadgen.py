@@ -1,0 +1,184 @@
+"""An open-loop load generator for KServe v2 servers: each request leaves at its trace time.
+
+Open loop, as real users arrive: a request is sent at its scheduled time whether
+or not earlier ones were answered, so a slow server meets a growing backlog
+instead of a politely waiting client (the closed-loop error that hides
+overload). Each request carries its own budget (``parameters.slo_ms``, from the
+trace), and its outcome is judged from the client's side: the latency runs
+from the scheduled send time to the last byte of the answer, so time spent
+waiting for a connection counts too.
+
+The run writes one ``Record`` per request, the simulator's format, so the same
+``qosbatch.metrics.summarize`` turns a live run into the same numbers and JSON
+keys as a simulated one. Bounded: at most the trace's requests, and the run ends
+``grace_s`` after the last scheduled send, answering what is still in flight as
+an error ("no answer in time").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+import numpy as np
+
+from qosbatch.core.errors import UserError
+from qosbatch.core.requests import Record, RecordTable
+from qosbatch.serve.protocol import BINARY_CONTENT_TYPE, DATATYPES, HEADER_LENGTH
+from qosbatch.workloads.trace import Trace
+
+ERROR_PREFIX = "error: "  # reasons of failures that were not the server's deliberate rejection
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    records: RecordTable
+    errors: int  # requests that ended in an error (not a 429/503 rejection)
+    wall_s: float
+
+
+async def _input_spec(
+    session: aiohttp.ClientSession, url: str, model: str
+) -> tuple[str, str, list[int]]:
+    try:
+        async with session.get(f"{url}/v2/models/{model}") as r:
+            text = await r.text()
+            if r.status != 200:
+                raise UserError(f"model {model!r}: the server answered {r.status}: {text[:200]}")
+            spec = json.loads(text)["inputs"][0]
+    except aiohttp.ClientError as exc:
+        raise UserError(f"cannot reach the server at {url}: {exc}") from None
+    shape = [1 if d == -1 else int(d) for d in spec["shape"]]
+    if spec["datatype"] not in DATATYPES:
+        raise UserError(f"model {model!r} takes {spec['datatype']}, which bench cannot generate")
+    return spec["name"], spec["datatype"], shape
+
+
+def _header(name: str, datatype: str, shape: list[int], nbytes: int, slo_ms: float) -> bytes:
+    """The JSON part of a binary-extension request; the raw tensor follows it."""
+    head = {
+        "inputs": [
+            {
+                "name": name,
+                "shape": shape,
+                "datatype": datatype,
+                "parameters": {"binary_data_size": nbytes},
+            }
+        ],
+        "parameters": {"slo_ms": slo_ms, "binary_data_output": True},
+    }
+    return json.dumps(head).encode()
+
+
+async def run_load(
+    url: str,
+    model: str,
+    trace: Trace,
+    *,
+    max_connections: int = 256,
+    grace_s: float = 10.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> LoadResult:
+    """Send ``trace`` (one model's requests) to ``url`` open-loop; one record per request."""
+    if not len(trace):
+        raise UserError("the workload has no requests")
+    url = url.rstrip("/")
+    connector = aiohttp.TCPConnector(limit=max_connections)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=5.0)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        name, datatype, shape = await _input_spec(session, url, model)
+        rng = np.random.default_rng(0)
+        sample = rng.standard_normal(shape).astype(DATATYPES[datatype])
+        raw = sample.tobytes()
+        n = len(trace)
+        times = trace.time_s.tolist()
+        slos = trace.slo_ms.tolist()
+        done_s = [math.nan] * n
+        status = [0] * n
+        reason = [""] * n
+        batch = [0] * n
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 0.05
+        infer = f"{url}/v2/models/{model}/infer"
+
+        async def one(i: int) -> None:
+            head = _header(name, datatype, shape, len(raw), slos[i])
+            headers = {HEADER_LENGTH: str(len(head)), "content-type": BINARY_CONTENT_TYPE}
+            try:
+                async with session.post(infer, data=head + raw, headers=headers) as r:
+                    body = await r.read()
+                    done_s[i] = loop.time() - start
+                    status[i] = r.status
+                    if r.status == 200:
+                        size = int(r.headers.get(HEADER_LENGTH, len(body)))
+                        params = json.loads(body[:size]).get("parameters", {})
+                        batch[i] = int(params.get("batch_size", 1))
+                    else:
+                        reason[i] = _reason(r.status, body)
+            except aiohttp.ClientError as exc:
+                done_s[i] = loop.time() - start
+                reason[i] = f"{ERROR_PREFIX}{type(exc).__name__}: {exc}"
+
+        tasks = []
+        for i, t in enumerate(times):
+            delay = start + t - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(loop.create_task(one(i)))
+            if progress is not None and i % 256 == 0:
+                progress(i, n)
+        _, pending = await asyncio.wait(tasks, timeout=grace_s) if tasks else (set(), set())
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        wall = loop.time() - start
+    for i in range(n):
+        if math.isnan(done_s[i]):
+            done_s[i] = wall
+            reason[i] = f"{ERROR_PREFIX}no answer within {grace_s:g} s of the last send"
+    errors = sum(1 for r in reason if r.startswith(ERROR_PREFIX))
+    return LoadResult(_records(trace, model, done_s, status, reason, batch), errors, wall)
+
+
+def _reason(status: int, body: bytes) -> str:
+    try:
+        text = str(json.loads(body).get("error", body[:200]))
+    except ValueError:
+        text = body[:200].decode(errors="replace")
+    if status in (429, 503):
+        return text
+    return f"{ERROR_PREFIX}HTTP {status}: {text}"
+
+
+def _records(
+    trace: Trace,
+    model: str,
+    done_s: list[float],
+    status: list[int],
+    reason: list[str],
+    batch: list[int],
+) -> RecordTable:
+    rows = []
+    for i, (t, slo) in enumerate(zip(trace.time_s.tolist(), trace.slo_ms.tolist(), strict=True)):
+        deadline = t + slo / 1e3
+        served = status[i] == 200
+        rows.append(
+            Record(
+                request_id=i,
+                model=model,
+                arrival_s=t,
+                deadline_s=deadline,
+                dispatch_s=done_s[i] if served else math.nan,
+                completion_s=done_s[i],
+                outcome=("on_time" if done_s[i] <= deadline else "late") if served else "rejected",
+                reason="" if served else reason[i],
+                batch_size=batch[i] if served else 0,
+                cores=0,
+                worker=-1,
+            )
+        )
+    return RecordTable.from_records(rows)

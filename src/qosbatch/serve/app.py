@@ -1,0 +1,226 @@
+"""The HTTP face of the server: KServe v2 routes on Starlette, ``/metrics`` and an OpenAPI document.
+
+Thin by design: a handler looks the model up, reads the body within the size
+limit, lets ``protocol`` decode it, hands the tensor to the model's batcher and
+encodes whatever ``Answer`` comes back. Every refusal is ``{"error": reason}``
+with a 4xx or 5xx status, as Triton answers, and none of them stops the server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.schemas import SchemaGenerator
+
+import qosbatch
+from qosbatch.serve.protocol import (
+    HEADER_LENGTH,
+    ProtocolError,
+    decode_infer,
+    encode_infer,
+    error_body,
+    parse_budget_header,
+)
+from qosbatch.serve.server import ServedModel, Server
+
+_SCHEMAS = SchemaGenerator(
+    {"openapi": "3.0.0", "info": {"title": "qosbatch", "version": qosbatch.__version__}}
+)
+
+
+def _error(status: int, reason: str, **extra: Any) -> Response:
+    return Response(error_body(reason, **extra), status, media_type="application/json")
+
+
+def build_app(server: Server) -> Starlette:
+    """The ASGI app serving ``server``'s models."""
+    limit = server.config.max_body_bytes
+
+    def lookup(request: Request) -> ServedModel:
+        name = request.path_params["model"]
+        served = server.models.get(name)
+        if served is None:
+            known = ", ".join(server.models) or "none"
+            raise ProtocolError(404, f"unknown model {name!r}; this server serves: {known}")
+        version = request.path_params.get("version")
+        if version is not None and version != "1":
+            raise ProtocolError(404, f"model {name!r} has no version {version!r}; it has '1'")
+        return served
+
+    async def server_metadata(request: Request) -> Response:
+        """Server metadata (KServe v2).
+        ---
+        responses:
+          200: {description: "name, version and protocol extensions"}
+        """
+        return JSONResponse(
+            {
+                "name": "qosbatch",
+                "version": qosbatch.__version__,
+                "extensions": ["binary_tensor_data"],
+            }
+        )
+
+    async def live(request: Request) -> Response:
+        """Liveness: 200 while the process serves HTTP.
+        ---
+        responses:
+          200: {description: live}
+        """
+        return JSONResponse({"live": True})
+
+    async def ready(request: Request) -> Response:
+        """Readiness: 200 when every model has a worker up and the server is not draining.
+        ---
+        responses:
+          200: {description: ready}
+          503: {description: "starting, draining, or a model has no worker"}
+        """
+        ok = server.ready
+        return JSONResponse({"ready": ok}, 200 if ok else 503)
+
+    async def model_metadata(request: Request) -> Response:
+        """Model metadata: inputs and outputs with name, datatype and shape (-1: the batch).
+        ---
+        responses:
+          200: {description: metadata}
+          404: {description: unknown model or version}
+        """
+        try:
+            m = lookup(request)
+        except ProtocolError as exc:
+            return _error(exc.status, exc.reason)
+        return JSONResponse(
+            {
+                "name": m.name,
+                "versions": ["1"],
+                "platform": m.platform,
+                "inputs": [m.input.metadata()],
+                "outputs": [o.metadata() for o in m.outputs],
+                "parameters": {
+                    "policy": m.config.policy.label,
+                    "slo_ms": m.config.slo_s * 1e3,
+                    "cores": len(m.config.cpus),
+                    "workers": m.config.workers,
+                    "latency_model": m.latency_source,
+                },
+            }
+        )
+
+    async def model_ready(request: Request) -> Response:
+        """Model readiness.
+        ---
+        responses:
+          200: {description: ready}
+          503: {description: not ready}
+          404: {description: unknown model}
+        """
+        try:
+            m = lookup(request)
+        except ProtocolError as exc:
+            return _error(exc.status, exc.reason)
+        ok = m.batcher.ready and not server.draining
+        return JSONResponse({"name": m.name, "ready": ok}, 200 if ok else 503)
+
+    async def infer(request: Request) -> Response:
+        """Inference (KServe v2), JSON or Triton's binary tensor extension.
+        ---
+        description: >
+          The latency budget comes from parameters.slo_ms, Triton's parameters.timeout
+          (microseconds), the x-slo-ms header, or the model's default SLO. Triton's
+          parameters.priority (1 is the highest) orders requests ahead of deadlines.
+        responses:
+          200: {description: the outputs}
+          400: {description: malformed request, wrong shape or datatype}
+          404: {description: unknown model or version}
+          413: {description: body over the size limit}
+          429: {description: "shed: it cannot meet its deadline (the reason says why)"}
+          500: {description: "the model failed or its worker died (the reason says which)"}
+          503: {description: "queue full, or the server is shutting down"}
+        """
+        try:
+            m = lookup(request)
+            if server.draining:
+                raise ProtocolError(503, "the server is shutting down")
+            body = await _read_body(request, limit)
+            req = decode_infer(
+                body, request.headers.get(HEADER_LENGTH), m.input, m.outputs, m.config.max_batch
+            )
+            budget = req.budget_s or parse_budget_header(request.headers.get("x-slo-ms"))
+        except ProtocolError as exc:
+            return _error(exc.status, exc.reason)
+        answer = await m.batcher.submit(req.tensor, budget or m.config.slo_s, req.priority)
+        if answer.status != 200:
+            return _error(answer.status, answer.reason, outcome=answer.outcome)
+        assert answer.output is not None
+        payload, headers = encode_infer(
+            m.name,
+            req,
+            {m.outputs[0].name: answer.output},
+            {"outcome": answer.outcome, "batch_size": answer.batch_size},
+        )
+        return Response(payload, headers=headers)
+
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics.
+        ---
+        responses:
+          200: {description: text exposition format}
+        """
+        return Response(server.telemetry.render(), media_type=server.telemetry.content_type)
+
+    async def openapi(request: Request) -> Response:
+        """This document.
+        ---
+        responses:
+          200: {description: OpenAPI 3 document}
+        """
+        return JSONResponse(_SCHEMAS.get_schema(routes=app.routes))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return _error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}")
+
+    routes = [Route("/v2", server_metadata, methods=["GET"])]
+    routes += [
+        Route("/v2/health/live", live, methods=["GET"]),
+        Route("/v2/health/ready", ready, methods=["GET"]),
+    ]
+    for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+        routes += [
+            Route(base, model_metadata, methods=["GET"]),
+            Route(f"{base}/ready", model_ready, methods=["GET"]),
+            Route(f"{base}/infer", infer, methods=["POST"]),
+        ]
+    routes += [
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    return app
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes ``limit`` bytes (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise ProtocolError(
+                400, f"Content-Length must be an integer, got {declared!r}"
+            ) from None
+        if size > limit:
+            raise ProtocolError(413, f"the body has {size} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ProtocolError(413, f"the body passed the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,390 @@
+"""Worker processes: one per model replica, pinned to its cores, fed through shared memory.
+
+Inference runs outside the server's process so that the event loop never waits
+on the model and the GIL never sits between the batcher and the backend. Each
+worker is a spawned child (fork is unsafe beside an event loop and torch's
+threads) that builds its own backend from a picklable ``ModelRef``.
+
+Tensors cross through two shared-memory segments the parent owns, one for the
+batch in and one for the outputs; the pipe carries only small JSON headers
+(the segment names, the shape, the CPUs to run on). A batch is therefore copied
+once into the segment (the stacking the batch needs anyway) and never pickled.
+The CPUs travel with every batch: when they change, the worker re-pins itself
+(``sched_setaffinity``) and sets the backend's thread count before running,
+which is the in-place vertical scaling of Sponge: no restart, no reload.
+
+The parent side (``WorkerHandle``) is asyncio-native: it watches the pipe and
+the process's sentinel with ``loop.add_reader``, so no thread waits on a worker,
+and a worker that dies (killed, out of memory) fails its running batch at once
+with the cause, ready to be restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from qosbatch.models.loading import ModelRef
+
+CALIBRATION_BATCHES = (1, 2, 4, 8, 16, 32)
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker process needs to build its model: picklable, no weights."""
+
+    ref: ModelRef
+    backend: str = "torch"
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class ModelIO:
+    """What the worker learnt from a first batch: dtypes and one sample's shapes."""
+
+    input_dtype: str
+    input_shape: tuple[int, ...]
+    output_dtype: str
+    output_shape: tuple[int, ...]
+
+
+class WorkerDied(Exception):
+    """The worker process ended while it held a batch (or before it became ready)."""
+
+
+class WorkerFailed(Exception):
+    """The model raised on a batch; the worker itself lives on."""
+
+
+# ---- the child ----------------------------------------------------------------------
+
+
+def worker_main(conn: Connection, spec: WorkerSpec, cpus: tuple[int, ...]) -> None:
+    """Entry point of a worker process: build the model, then run batches until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server drains on Ctrl-C, then stops us
+    os.sched_setaffinity(0, cpus)
+    from qosbatch.models.backends import make_backend, sample_batch
+
+    try:
+        backend = make_backend(spec.ref, spec.backend, spec.device, threads=len(cpus))
+        sample = sample_batch(spec.ref, 1)
+        out = np.asarray(backend.run(sample))
+    except Exception as exc:
+        _send(conn, {"ready": False, "error": _first_line(exc)})
+        return
+    _send(
+        conn,
+        {
+            "ready": True,
+            "pid": os.getpid(),
+            "input_dtype": str(sample.dtype),
+            "input_shape": list(sample.shape[1:]),
+            "output_dtype": str(out.dtype),
+            "output_shape": list(out.shape[1:]),
+        },
+    )
+    segments: dict[str, shared_memory.SharedMemory] = {}
+    pinned = tuple(cpus)
+    while True:
+        try:
+            head = json.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return  # the server is gone
+        if head["op"] == "stop":
+            return
+        try:
+            wanted = tuple(head["cpus"])
+            if wanted != pinned:
+                os.sched_setaffinity(0, wanted)
+                backend.set_threads(len(wanted))
+                pinned = wanted
+            if head["op"] == "calibrate":
+                _send(conn, {"ok": True, "points": _calibrate(backend, spec.ref, head["batches"])})
+                continue
+            src = _segment(segments, head["in"])
+            shape = tuple(head["shape"])
+            batch = np.ndarray(shape, dtype=head["dtype"], buffer=src.buf)
+            start = time.perf_counter()
+            out = np.ascontiguousarray(backend.run(batch))
+            took = time.perf_counter() - start
+            dst = _segment(segments, head["out"])
+            if out.nbytes > dst.size:
+                raise ValueError(f"output of {out.nbytes} bytes exceeds its {dst.size}-byte buffer")
+            np.ndarray(out.shape, dtype=out.dtype, buffer=dst.buf)[...] = out
+            _send(conn, {"ok": True, "shape": list(out.shape), "dtype": str(out.dtype), "s": took})
+        except Exception as exc:
+            _send(conn, {"ok": False, "error": _first_line(exc)})
+
+
+def _calibrate(backend: Any, ref: ModelRef, batches: list[int]) -> list[list[float]]:
+    """Median seconds per batch size on the current cores, for a first latency table."""
+    from qosbatch.models.backends import sample_batch
+
+    points = []
+    for b in batches:
+        data = sample_batch(ref, b)
+        backend.run(data)  # warm-up: oneDNN builds its kernels for the shape
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            backend.run(data)
+            times.append(time.perf_counter() - start)
+        points.append([b, float(np.median(times))])
+    return points
+
+
+def _segment(cache: dict[str, shared_memory.SharedMemory], name: str) -> shared_memory.SharedMemory:
+    seg = cache.get(name)
+    if seg is None:
+        for old in cache.values():  # the parent grew its buffers; the old ones are gone
+            old.close()
+        cache.clear()
+        # (Spawned children share the parent's resource tracker, where attaching is a
+        # no-op: the parent, which owns the segment, unlinks it once.)
+        seg = shared_memory.SharedMemory(name=name)
+        cache[name] = seg
+    return seg
+
+
+def _send(conn: Connection, message: dict[str, Any]) -> None:
+    conn.send_bytes(json.dumps(message).encode())
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+# ---- the parent -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    """A finished batch: its outputs (a copy, the segment is reused) and the model's time."""
+
+    output: np.ndarray
+    service_s: float
+
+
+class WorkerHandle:
+    """The server's side of one worker process: start, run batches, notice death, stop.
+
+    ``on_exit`` is called (in the event loop) when the process ends unasked, after
+    the running batch, if any, has been failed with ``WorkerDied``.
+    """
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        cpus: tuple[int, ...],
+        label: str,
+        on_exit: Callable[[WorkerHandle, str], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.cpus = cpus  # where it starts; batches name their own
+        self.label = label
+        self.on_exit = on_exit
+        self.io: ModelIO | None = None
+        self.pid: int | None = None
+        self.starts = 0
+        self._ctx = mp.get_context("spawn")
+        self._process: Any = None
+        self._conn: Connection | None = None
+        self._pending: asyncio.Future[Any] | None = None
+        self._pending_kind = ""
+        self._stopping = False
+        self._in: shared_memory.SharedMemory | None = None
+        self._out: shared_memory.SharedMemory | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    async def start(self) -> ModelIO:
+        """Spawn the process and wait until its model answered a first batch."""
+        loop = asyncio.get_running_loop()
+        parent, child = self._ctx.Pipe(duplex=True)
+        self._process = self._ctx.Process(
+            target=worker_main, args=(child, self.spec, self.cpus), daemon=True
+        )
+        self._process.start()
+        child.close()
+        self._conn = parent
+        self._stopping = False
+        self.starts += 1
+        loop.add_reader(parent.fileno(), self._on_readable)
+        loop.add_reader(self._process.sentinel, self._on_exit)
+        ready = self._expect("ready")
+        head = await ready
+        self.pid = head["pid"]
+        self.io = ModelIO(
+            head["input_dtype"],
+            tuple(head["input_shape"]),
+            head["output_dtype"],
+            tuple(head["output_shape"]),
+        )
+        return self.io
+
+    async def calibrate(self, cpus: tuple[int, ...], batches: tuple[int, ...]) -> list[float]:
+        """Median seconds of each batch size on ``cpus`` (for a latency table without profile)."""
+        self._send({"op": "calibrate", "cpus": list(cpus), "batches": list(batches)})
+        head = await self._expect("calibrate")
+        return [float(s) for _, s in head["points"]]
+
+    def run(self, batch: np.ndarray, cpus: tuple[int, ...]) -> asyncio.Future[BatchOutput]:
+        """Start one batch on ``cpus``; the future ends with its outputs or an exception."""
+        assert self.io is not None, "start() the worker first"
+        samples = batch.shape[0]
+        out_bytes = (
+            samples * math.prod(self.io.output_shape) * np.dtype(self.io.output_dtype).itemsize
+        )
+        self._in = _fit(self._in, batch.nbytes)
+        self._out = _fit(self._out, out_bytes)
+        np.ndarray(batch.shape, dtype=batch.dtype, buffer=self._in.buf)[...] = batch
+        future = self._expect("batch")
+        self._send(
+            {
+                "op": "run",
+                "cpus": list(cpus),
+                "in": self._in.name,
+                "out": self._out.name,
+                "shape": list(batch.shape),
+                "dtype": str(batch.dtype),
+            }
+        )
+        return future
+
+    def kill(self) -> None:
+        """SIGKILL the process (tests and fault drills)."""
+        if self._process is not None and self._process.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._process.pid, signal.SIGKILL)
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Ask the process to exit, kill it if it does not, and free the segments."""
+        self._stopping = True
+        process = self._process
+        if process is not None and process.is_alive():
+            with contextlib.suppress(OSError, ValueError):
+                self._send({"op": "stop"})
+            deadline = time.monotonic() + timeout_s
+            while process.is_alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            if process.is_alive():
+                process.kill()
+        self._detach()
+        future, self._pending = self._pending, None
+        if future is not None and not future.done():
+            future.set_exception(WorkerDied(f"{self.label} was stopped"))
+        if process is not None:
+            process.join(timeout=1)
+        for seg in (self._in, self._out):
+            if seg is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    seg.close()
+                    seg.unlink()
+        self._in = self._out = None
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self._conn is not None
+        _send(self._conn, message)
+
+    def _expect(self, kind: str) -> asyncio.Future[Any]:
+        if self._pending is not None and not self._pending.done():
+            raise RuntimeError(f"{self.label} is busy with a {self._pending_kind}")
+        self._pending = asyncio.get_running_loop().create_future()
+        self._pending_kind = kind
+        return self._pending
+
+    def _on_readable(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            head = json.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            asyncio.get_running_loop().remove_reader(conn.fileno())  # the sentinel follows
+            return
+        future, kind = self._pending, self._pending_kind
+        self._pending = None
+        if future is None or future.done():
+            return
+        if kind == "ready":
+            if head.get("ready"):
+                future.set_result(head)
+            else:
+                future.set_exception(
+                    WorkerFailed(f"{self.label} cannot load its model: {head['error']}")
+                )
+        elif not head.get("ok"):
+            future.set_exception(WorkerFailed(f"the model failed on the batch: {head['error']}"))
+        elif kind == "batch":
+            assert self._out is not None
+            view = np.ndarray(tuple(head["shape"]), dtype=head["dtype"], buffer=self._out.buf)
+            future.set_result(BatchOutput(view.copy(), float(head["s"])))
+        else:
+            future.set_result(head)
+
+    def _on_exit(self) -> None:
+        process = self._process
+        process.join(timeout=0)
+        code = process.exitcode
+        cause = _describe_exit(code)
+        self._detach()
+        future, kind = self._pending, self._pending_kind
+        self._pending = None
+        if future is not None and not future.done():
+            what = "mid-batch" if kind == "batch" else f"during {kind}"
+            future.set_exception(
+                WorkerDied(f"{self.label} (pid {process.pid}) died {what}: {cause}")
+            )
+        if not self._stopping and self.on_exit is not None:
+            self.on_exit(self, cause)
+
+    def _detach(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._conn is not None:
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_reader(self._conn.fileno())
+            self._conn.close()
+            self._conn = None
+        if self._process is not None:
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_reader(self._process.sentinel)
+
+
+def _fit(seg: shared_memory.SharedMemory | None, nbytes: int) -> shared_memory.SharedMemory:
+    """``seg`` if it holds ``nbytes``, else a new segment twice as big (the old one unlinked)."""
+    if seg is not None and seg.size >= nbytes:
+        return seg
+    if seg is not None:
+        seg.close()
+        seg.unlink()
+    size = max(1 << 16, 1 << max(nbytes - 1, 1).bit_length())
+    return shared_memory.SharedMemory(create=True, size=size)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "ended (exit status unknown)"
+    if code < 0:
+        try:
+            return f"killed by signal {-code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"

@@ -1,0 +1,53 @@
+"""``serve`` and ``bench`` refuse bad arguments with one line, before loading any model."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from tests.conftest import assert_one_line_error, run_cli
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--model", "nope"], "unknown model 'nope'"),
+        (["--model", "noop", "--policy", "magic"], "unknown policy 'magic'"),
+        (["--model", "noop", "--policy", "dynamic:max_batch_size=0"], "max_batch_size"),
+        (["--model", "noop", "--slo", "fast"], "--slo"),
+        (["--model", "noop", "--cores", "999"], "--cores"),
+        (["--model", "noop", "--workers", "9"], "workers must be between"),
+        (["--model", "noop", "--port", "70000"], "--port"),
+        (["--model", "noop", "--backend", "tf"], "unknown backend"),
+        (["--model", "noop", "--max-batch", "0"], "--max-batch"),
+        (["--model", "noop", "--profile", "/nonexistent.json"], "nonexistent.json"),
+    ],
+)
+def test_serve_bad_arguments(args, fragment):
+    assert_one_line_error(run_cli("serve", *args), fragment)
+
+
+def test_serve_busy_port_is_one_line():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert_one_line_error(
+            run_cli("serve", "--model", "noop", "--port", port), f"127.0.0.1:{port}"
+        )
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        ([], "exactly one of --trace and --workload"),
+        (["--workload", "poisson:rate=1,duration_s=1,slo_ms=9", "--url", "ftp://x"], "--url"),
+        (["--workload", "bogus:rate=1"], "bogus"),
+        (["--workload", "poisson:rate=10,duration_s=100,slo_ms=9", "--max-requests", "5"],
+         "--max-requests"),
+        (["--workload", "poisson:rate=10,duration_s=1,slo_ms=9", "--url",
+          "http://127.0.0.1:9"], "cannot reach"),
+    ],
+)  # fmt: skip
+def test_bench_bad_arguments(args, fragment):
+    assert_one_line_error(run_cli("bench", "--model", "noop", *args), fragment)

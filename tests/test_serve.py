@@ -1,0 +1,305 @@
+"""The live server end to end: a real process on 127.0.0.1, a stock tritonclient, faults.
+
+Each test starts ``qosbatch serve`` as a child on a free port (``--port 0``, read
+back from its banner) and stops it; the load stays on 127.0.0.1 and is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import psutil
+import pytest
+import tritonclient.http as th
+from tritonclient.utils import InferenceServerException
+
+pytestmark = pytest.mark.slow
+
+MODEL = "small-cnn"
+SHAPE = (1, 3, 32, 32)
+
+
+class Served:
+    """A ``qosbatch serve`` child process and its address."""
+
+    def __init__(self, *args: str, timeout_s: float = 90.0) -> None:
+        cmd = [sys.executable, "-c", "from qosbatch.cli import main; main()", "serve"]
+        cmd += ["--port", "0", *args]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                self.stop()
+                raise AssertionError("server did not start:\n" + "".join(self.log)) from None
+            if "serving on http://" in line:
+                self.url = line.split("serving on http://")[1].split()[0]
+                return
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.log.append(line)
+            self.lines.put(line)
+
+    def client(self, concurrency: int = 1) -> th.InferenceServerClient:
+        return th.InferenceServerClient(self.url, concurrency=concurrency, network_timeout=60)
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        return _http("GET", f"http://{self.url}{path}")
+
+    def post(self, path: str, body: bytes, headers: dict | None = None) -> tuple[int, bytes]:
+        return _http("POST", f"http://{self.url}{path}", body, headers)
+
+    def metric(self, name: str) -> float:
+        _, text = self.get("/metrics")
+        total = 0.0
+        for line in text.decode().splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait()
+
+
+def _http(method: str, url: str, body: bytes | None = None, headers: dict | None = None):
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def infer_input(x: np.ndarray, binary: bool = True) -> th.InferInput:
+    i = th.InferInput("input", list(x.shape), "FP32")
+    i.set_data_from_numpy(x, binary_data=binary)
+    return i
+
+
+def expected_output(x: np.ndarray) -> np.ndarray:
+    import torch
+
+    from qosbatch.models.zoo import build_zoo_model
+
+    with torch.inference_mode():
+        return build_zoo_model(MODEL)(torch.from_numpy(x)).numpy()
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Served("--model", MODEL, "--policy", "slo", "--slo", "2s", "--max-body-mb", "0.5")
+    yield s
+    assert s.stop() == 0
+
+
+def test_metadata_and_health_through_tritonclient(server):
+    c = server.client()
+    assert c.is_server_live() and c.is_server_ready() and c.is_model_ready(MODEL)
+    meta = c.get_model_metadata(MODEL)
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 32, 32]}]
+    assert meta["outputs"] == [{"name": "output", "datatype": "FP32", "shape": [-1, 10]}]
+    assert c.get_model_metadata(MODEL, model_version="1")["name"] == MODEL
+    assert c.get_server_metadata()["extensions"] == ["binary_tensor_data"]
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_infer_answers_the_model_output(server, binary):
+    x = np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    c = server.client()
+    out = [th.InferRequestedOutput("output", binary_data=binary)]
+    result = c.infer(MODEL, [infer_input(x, binary)], outputs=out)
+    np.testing.assert_allclose(result.as_numpy("output"), expected_output(x), rtol=1e-4, atol=1e-5)
+    assert result.get_response()["parameters"]["outcome"] == "on_time"
+
+
+def test_concurrent_requests_are_batched(server):
+    before_n = server.metric("qosbatch_batch_size_count")
+    before_sum = server.metric("qosbatch_batch_size_sum")
+    c = server.client(concurrency=32)
+    x = np.ones(SHAPE, dtype=np.float32)
+    pending = [c.async_infer(MODEL, [infer_input(x)]) for _ in range(96)]
+    results = [p.get_result() for p in pending]
+    assert len(results) == 96
+    batches = server.metric("qosbatch_batch_size_count") - before_n
+    requests = server.metric("qosbatch_batch_size_sum") - before_sum
+    assert requests == 96
+    assert batches < 96  # some batch held more than one request
+    assert max(r.get_response()["parameters"]["batch_size"] for r in results) > 1
+
+
+def test_hopeless_deadline_is_shed_with_429_and_reason(server):
+    c = server.client()
+    with pytest.raises(InferenceServerException) as err:
+        c.infer(MODEL, [infer_input(np.ones(SHAPE, np.float32))], timeout=1)  # 1 microsecond
+    assert "429" in str(err.value.status()) or "deadline" in str(err.value)
+    status, body = server.post(
+        f"/v2/models/{MODEL}/infer",
+        json.dumps(
+            {
+                "inputs": [
+                    {"name": "input", "shape": list(SHAPE), "datatype": "FP32",
+                     "data": [0.0] * 3072}
+                ],
+                "parameters": {"slo_ms": 0.001},
+            }
+        ).encode(),
+    )  # fmt: skip
+    assert status == 429
+    assert "deadline cannot be met" in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "fragment"),
+    [
+        ("/v2/models/nope/infer", b"{}", 404, "unknown model 'nope'"),
+        (f"/v2/models/{MODEL}/versions/7/infer", b"{}", 404, "no version '7'"),
+        (f"/v2/models/{MODEL}/infer", b"{oops", 400, "malformed JSON"),
+        (
+            f"/v2/models/{MODEL}/infer",
+            json.dumps(
+                {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32",
+                             "data": [1, 2, 3]}]}
+            ).encode(),
+            400,
+            "has shape [1, 3]",
+        ),
+        (
+            f"/v2/models/{MODEL}/infer",
+            json.dumps(
+                {"inputs": [{"name": "input", "shape": list(SHAPE), "datatype": "INT8",
+                             "data": [0] * 3072}]}
+            ).encode(),
+            400,
+            "datatype 'INT8'",
+        ),
+        (f"/v2/models/{MODEL}/infer", b"x" * (600 << 10), 413, "limit"),
+    ],
+)  # fmt: skip
+def test_bad_input_gets_4xx_and_the_server_keeps_serving(server, path, body, status, fragment):
+    got, answer = server.post(path, body)
+    assert got == status
+    assert fragment in json.loads(answer)["error"]
+    result = server.client().infer(MODEL, [infer_input(np.ones(SHAPE, np.float32))])
+    assert result.as_numpy("output").shape == (1, 10)
+
+
+def test_unknown_route_and_method_answer_in_protocol_form(server):
+    status, body = server.get("/v2/nothing")
+    assert status == 404 and "error" in json.loads(body)
+    status, body = server.get(f"/v2/models/{MODEL}/infer")
+    assert status == 405 and "error" in json.loads(body)
+
+
+def test_metrics_and_openapi(server):
+    _, text = server.get("/metrics")
+    text = text.decode()
+    for name in (
+        "qosbatch_requests_total",
+        "qosbatch_request_latency_seconds_bucket",
+        "qosbatch_batch_size_bucket",
+        "qosbatch_queue_depth",
+        "qosbatch_worker_cores",
+    ):
+        assert name in text
+    status, body = server.get("/openapi.json")
+    doc = json.loads(body)
+    assert status == 200
+    assert "/v2/models/{model}/infer" in doc["paths"]
+    assert "429" in json.dumps(doc["paths"]["/v2/models/{model}/infer"])
+
+
+def _worker_pid(server: Served) -> int:
+    children = psutil.Process(server.proc.pid).children(recursive=True)
+    workers = [p for p in children if "multiprocessing" in " ".join(p.cmdline())]
+    workers = [p for p in workers if "resource_tracker" not in " ".join(p.cmdline())]
+    assert workers, [p.cmdline() for p in children]
+    return workers[0].pid
+
+
+def test_killed_worker_leaves_no_request_unanswered_and_comes_back():
+    s = Served("--model", MODEL, "--policy", "dynamic:max_batch_size=4,max_queue_delay_ms=1")
+    try:
+        c = s.client(concurrency=16)
+        x = np.ones((64, 3, 32, 32), dtype=np.float32)  # big batches: the kill lands mid-batch
+        pending = [c.async_infer(MODEL, [infer_input(x)]) for _ in range(40)]
+        time.sleep(0.3)
+        os.kill(_worker_pid(s), signal.SIGKILL)
+        ok = failed = 0
+        for p in pending:
+            try:
+                p.get_result()
+                ok += 1
+            except InferenceServerException as exc:
+                assert "died" in str(exc) or "restart" in str(exc), str(exc)
+                failed += 1
+        assert ok + failed == 40
+        assert failed >= 1
+        deadline = time.monotonic() + 10
+        while True:  # served again within seconds of the kill
+            try:
+                s.client().infer(MODEL, [infer_input(np.ones(SHAPE, np.float32))])
+                break
+            except InferenceServerException:
+                assert time.monotonic() < deadline, "the worker did not come back"
+                time.sleep(0.2)
+        assert s.metric("qosbatch_worker_restarts_total") == 1
+        assert s.metric("qosbatch_requests_total") >= 41
+    finally:
+        assert s.stop() == 0
+
+
+def test_sigterm_answers_accepted_requests_then_exits_0():
+    s = Served("--model", MODEL, "--policy", "dynamic:max_batch_size=2,max_queue_delay_ms=1")
+    c = s.client(concurrency=16)
+    x = np.ones((32, 3, 32, 32), dtype=np.float32)
+    pending = [c.async_infer(MODEL, [infer_input(x)]) for _ in range(16)]  # one per connection
+    deadline = time.monotonic() + 10
+    while s.metric("qosbatch_queue_depth") < 4:  # accepted and waiting when the signal lands
+        assert time.monotonic() < deadline
+    s.proc.send_signal(signal.SIGTERM)
+    results = [p.get_result() for p in pending]  # all answered, none refused
+    assert all(r.as_numpy("output").shape == (32, 10) for r in results)
+    assert s.proc.wait(30) == 0
+    assert "draining" in "".join(s.log)
+
+
+def test_bench_reports_simulate_keys_from_the_client_side(server, tmp_path):
+    from tests.conftest import run_cli
+
+    out = tmp_path / "live.png"
+    result = run_cli(
+        "bench", "--url", f"http://{server.url}", "--model", MODEL,
+        "--workload", "poisson:rate=40,duration_s=2,slo_ms=1000", "--json", "--plot", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)[0]
+    for key in ("policy", "requests", "on_time", "late", "rejected", "attainment", "goodput",
+                "throughput", "p50_ms", "p95_ms", "p99_ms", "mean_batch"):  # fmt: skip
+        assert key in row
+    assert row["requests"] == row["on_time"] + row["late"] + row["rejected"] > 40
+    assert row["errors"] == 0
+    assert out.stat().st_size > 0
