@@ -51,3 +51,51 @@ def test_serve_busy_port_is_one_line():
 )  # fmt: skip
 def test_bench_bad_arguments(args, fragment):
     assert_one_line_error(run_cli("bench", "--model", "noop", *args), fragment)
+
+
+PLAN = """\
+schema: qosbatch.plan
+version: 1
+models:
+- {name: mlp, slo_ms: 80.0}
+- {name: noop, slo_ms: 5.0}
+nodes:
+- name: small-0
+  replicas:
+  - {model: mlp, cores: 1, policy: "dynamic:max_batch_size=4,max_queue_delay_ms=1"}
+  - {model: mlp, cores: 1, policy: "dynamic:max_batch_size=4,max_queue_delay_ms=1"}
+- name: big-0
+  replicas:
+  - {model: noop, cores: 3, policy: slo}
+"""
+
+
+def test_plan_assignment_groups_replicas_per_model(tmp_path):
+    from qosbatch.planner.files import NodeAssignment, read_node_assignment
+
+    path = tmp_path / "plan.yaml"
+    path.write_text(PLAN)
+    assert read_node_assignment(path, None) == [
+        NodeAssignment("mlp", "dynamic:max_batch_size=4,max_queue_delay_ms=1", 80.0, (1, 1))
+    ]
+    assert read_node_assignment(path, "big-0") == [NodeAssignment("noop", "slo", 5.0, (3,))]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        ([], "give --model (repeatable) or --plan"),
+        (["--model", "noop", "--plan", "{plan}"], "not both"),
+        (["--model", "noop", "--node", "big-0"], "there is no plan"),
+        (["--plan", "{plan}", "--node", "nope"], "has no node 'nope'; it has small-0, big-0"),
+        (["--plan", "{plan}", "--node", "big-0", "--port", "1"], ""),  # 3 cores: too many here
+        (["--plan", "{bad}"], "is not a qosbatch plan"),
+    ],
+)
+def test_serve_plan_errors(tmp_path, args, fragment):
+    plan, bad = tmp_path / "plan.yaml", tmp_path / "bad.yaml"
+    plan.write_text(PLAN)
+    bad.write_text("models: []\n")
+    args = [a.format(plan=plan, bad=bad) for a in args]
+    result = run_cli("serve", *args)
+    assert_one_line_error(result, fragment)

@@ -18,9 +18,16 @@ DEFAULT_SLO = "500ms"
 @app.command()
 def serve(
     model: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(help="Zoo name, .onnx/.pt2/TorchScript file or module:factory; repeatable."),
-    ],
+    ] = None,
+    plan: Annotated[
+        Path | None,
+        typer.Option(help="Serve what a 'qosbatch plan' file puts on one node (see --node)."),
+    ] = None,
+    node: Annotated[
+        str | None, typer.Option(help="The plan's node to serve (default: its first).")
+    ] = None,
     policy: Annotated[
         str, typer.Option(help="Policy spec, e.g. slo or dynamic:max_batch_size=16.")
     ] = "slo",
@@ -62,8 +69,9 @@ def serve(
     from qosbatch.core.profile import load_profile
     from qosbatch.core.units import duration_ms
     from qosbatch.models.backends import check_backend
-    from qosbatch.models.loading import parse_shape, resolve_model
-    from qosbatch.policies.registry import parse_policy
+    from qosbatch.models.loading import ModelRef, parse_shape, resolve_model
+    from qosbatch.planner.files import read_node_assignment
+    from qosbatch.policies.registry import PolicySpec, parse_policy
     from qosbatch.profiling.pinning import available_cores
     from qosbatch.serve.server import ModelConfig, ServerConfig, bind
     from qosbatch.serve.server import serve as run_server
@@ -79,7 +87,22 @@ def serve(
     if not 0 <= port <= 65535:
         raise UserError(f"--port must be 0 to 65535, got {port}")
     shape = parse_shape(input_shape) if input_shape else None
-    refs = [resolve_model(m, shape) for m in model]
+    # (model ref, policy spec, SLO in seconds, cores, workers), from the flags or the plan
+    wanted: list[tuple[ModelRef, PolicySpec, float, int | None, int]] = []
+    if plan is not None:
+        if model:
+            raise UserError("give --model or --plan, not both")
+        for a in read_node_assignment(plan, node):
+            ref = resolve_model(a.model, shape)
+            wanted.append((ref, parse_policy(a.policy), a.slo_ms / 1e3, sum(a.replica_cores),
+                           len(a.replica_cores)))  # fmt: skip
+    elif model:
+        if node is not None:
+            raise UserError("--node picks a node of --plan; there is no plan")
+        wanted = [(resolve_model(m, shape), spec, slo_s, None, workers) for m in model]
+    else:
+        raise UserError("give --model (repeatable) or --plan")
+    refs = [w[0] for w in wanted]
     profiles = {}
     for path in profile or []:
         p = load_profile(path)
@@ -87,23 +110,31 @@ def serve(
             raise UserError(f"{path} profiles {p.model.name!r}, which is not served here")
         profiles[p.model.name] = p
     cpus = available_cores()
-    total = len(cpus) if cores is None else cores
-    if not len(refs) <= total <= len(cpus):
-        raise UserError(
-            f"--cores must be between {len(refs)} (one per model) and the {len(cpus)} "
-            f"this machine lets us use, got {total}"
-        )
-    share, extra = divmod(total, len(refs))
+    if plan is not None:
+        total = sum(w[3] or 0 for w in wanted)
+        if total > len(cpus):
+            raise UserError(
+                f"the plan puts {total} cores on this node; this machine lets us use {len(cpus)}"
+            )
+        counts = [w[3] or 0 for w in wanted]
+    else:
+        total = len(cpus) if cores is None else cores
+        if not len(refs) <= total <= len(cpus):
+            raise UserError(
+                f"--cores must be between {len(refs)} (one per model) and the {len(cpus)} "
+                f"this machine lets us use, got {total}"
+            )
+        share, extra = divmod(total, len(refs))
+        counts = [share + (i < extra) for i in range(len(refs))]
     configs, at = [], 0
-    for i, ref in enumerate(refs):
-        n = share + (i < extra)
+    for (ref, pspec, budget_s, _, n_workers), n in zip(wanted, counts, strict=True):
         configs.append(
             ModelConfig(
                 ref,
-                spec,
-                slo_s,
+                pspec,
+                budget_s,
                 tuple(cpus[at : at + n]),
-                workers,
+                n_workers,
                 backend,
                 device,
                 profiles.get(ref.name),

@@ -111,3 +111,40 @@ def write_plan(plan: Plan, path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@dataclass(frozen=True)
+class NodeAssignment:
+    """What a plan puts on one node for one model: what ``qosbatch serve --plan`` starts."""
+
+    model: str
+    policy: str  # a policy spec string
+    slo_ms: float
+    replica_cores: tuple[int, ...]  # one entry per replica
+
+
+def read_node_assignment(path: str | Path, node: str | None) -> list[NodeAssignment]:
+    """The models, policies, SLOs and replicas a plan file puts on ``node`` (default: the first)."""
+    data = read_yaml(path, "plan")
+    if not isinstance(data, dict) or data.get("schema") != "qosbatch.plan":
+        raise UserError(f"{path} is not a qosbatch plan (schema: qosbatch.plan)")
+    try:
+        nodes = {n["name"]: n for n in data["nodes"]}
+        slos = {m["name"]: float(m["slo_ms"]) for m in data["models"]}
+        if not nodes:
+            raise UserError(f"plan {path} rents no node")
+        if node is None:
+            node = next(iter(nodes))
+        if node not in nodes:
+            raise UserError(f"plan {path} has no node {node!r}; it has {', '.join(nodes)}")
+        out: dict[str, NodeAssignment] = {}
+        for r in nodes[node]["replicas"]:
+            name, policy, cores = str(r["model"]), str(r["policy"]), int(r["cores"])
+            seen = out.get(name)
+            if seen is not None and seen.policy != policy:
+                raise UserError(f"plan {path}: {name} has two policies on node {node}")
+            before = seen.replica_cores if seen else ()
+            out[name] = NodeAssignment(name, policy, slos[name], (*before, cores))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"plan {path} is malformed: missing or bad {exc}") from None
+    return list(out.values())
