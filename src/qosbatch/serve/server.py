@@ -11,6 +11,7 @@ it behind uvicorn and turns SIGTERM or Ctrl-C into a drain: new requests get
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import signal
@@ -230,6 +231,10 @@ def bind(host: str, port: int) -> socket.socket:
     family, _, _, _, address = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit TCP_NODELAY from the listener (Linux). Without it, a
+    # response written as headers then body waits for the client's delayed ACK: every
+    # request after the first on a keep-alive connection took 44 ms instead of 1.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind(address)
     except OSError as exc:
@@ -248,6 +253,11 @@ async def serve(
 
     server = Server(config)
     await server.start()
+    # Everything loaded so far (torch's and numpy's modules among it) lives as long as the
+    # process: move it out of the collector's reach, so a full collection under load walks
+    # only request garbage. Before this, such pauses put p99 near 100 ms on a no-op model.
+    gc.collect()
+    gc.freeze()
     try:
         uv_config = uvicorn.Config(
             build_app(server),

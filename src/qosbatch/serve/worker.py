@@ -74,7 +74,11 @@ class WorkerFailed(Exception):
 
 def worker_main(conn: Connection, spec: WorkerSpec, cpus: tuple[int, ...]) -> None:
     """Entry point of a worker process: build the model, then run batches until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server drains on Ctrl-C, then stops us
+    # Ctrl-C or SIGTERM to the process group: the server drains first, then stops us (a
+    # worker that died with its group would fail the batches the drain is finishing).
+    # Should the server die instead, the pipe closes and we exit on our own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.sched_setaffinity(0, cpus)
     from qosbatch.models.backends import make_backend, sample_batch
 

@@ -1,0 +1,1017 @@
+"""HTTP serving overhead on a no-op model: Triton (PyTriton) vs qosbatch vs bare Starlette, by wrk.
+
+The model is ``noop``: identity on an FP32 tensor ``input`` of shape [-1, 4], answered
+as ``output``. The same KServe v2 JSON request is fired at three servers, one after
+another, so that none competes with another for the cores (wrk does share them with
+the server under test, on purpose: that is what a small node does):
+
+1. ``triton``    Triton's dynamic batcher through PyTriton (max batch 32, max queue
+                 delay 2 ms): the reference a batching server is judged against.
+2. ``qosbatch``  the project's own server, started by ``--qosbatch-cmd`` (the same
+                 policy, ``dynamic:max_batch_size=32,max_queue_delay_ms=2``).
+3. ``starlette`` a bare Starlette app on uvicorn that echoes a fixed-shape JSON answer
+                 with no batching and no model: the ceiling of Python HTTP serving here.
+
+For each: a short warm-up, then ``wrk -t2 -c32 -d10s --latency -s post.lua URL``; the
+table shows requests/s, p50/p99 latency, non-2xx answers and socket errors, then the
+ratios between servers. Everything binds 127.0.0.1 only, every step has a time limit,
+and every process started here is stopped on exit, Ctrl-C and errors included (each
+server runs in its own session and is stopped as a process group, because PyTriton's
+``tritonserver`` and its Python backend stub outlive a killed parent).
+
+What it needs, it installs when missing (``--no-install`` skips instead):
+
+* ``wrk``: ``apt-get install -y wrk`` (``apt-get update`` first only if that fails; as
+  root, or through ``sudo -n``).
+* PyTriton: ``nvidia-pytriton`` in its own venv, ``~/.cache/qosbatch/pytriton-venv-py3.12``,
+  so that .venv is left alone. Its wheel carries ``tritonserver`` and one Python backend
+  stub per Python version; the stub links ``libpython3.12.so.1.0`` dynamically and has
+  no rpath, so the venv is built from a *shared-library* CPython 3.12 and the server gets
+  that library's folder on ``LD_LIBRARY_PATH``. Without it the model never loads and
+  ``bind`` hangs. The interpreter is looked for in ``--triton-python``, pyenv
+  (``~/.pyenv/versions/3.12*``, built ``--enable-shared``), ``python3.12`` on PATH and
+  uv's managed Pythons. Failing that, another shared CPython the wheel has a stub for
+  (3.13, 3.11, 3.10: Debian's /usr/bin/python3.11 with libpython3.11 works too), and as a
+  last resort ``uv python install 3.12`` (which downloads from GitHub, so it fails on a
+  machine that reaches only package registries). On this project's machines pyenv's
+  3.12.1 is built ``--enable-shared``: a first install takes about 35 s (pip, 355 MB).
+
+Measured on the 2-core dev machine (wrk -t2 -c32 -d10s, four runs): PyTriton 1,900-2,400
+req/s, p50 13-16 ms, p99 20-30 ms; bare Starlette 8,000-8,700 req/s, p50 3.5 ms, p99 7-8 ms.
+* Starlette and uvicorn: taken from the running interpreter when it has them, else
+  installed into ``~/.cache/qosbatch/starlette-venv``.
+
+    .venv/bin/python benchmarks/serve_noop.py                      # all three
+    .venv/bin/python benchmarks/serve_noop.py --servers triton,starlette --json
+    .venv/bin/python benchmarks/serve_noop.py --qosbatch-cmd 'CMD ... --port {port}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import glob
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+MODEL = "noop"
+INFER_PATH = f"/v2/models/{MODEL}/infer"
+READY_PATH = "/v2/health/ready"
+BODY = '{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}'
+POST_LUA = f"""wrk.method = "POST"
+wrk.body = '{BODY}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+MAX_BATCH = 32
+MAX_QUEUE_DELAY_US = 2000
+PYTRITON_SPEC = "nvidia-pytriton==0.7.0"
+TRITON_PY = "3.12"
+FALLBACK_PYS = ("3.13", "3.11", "3.10")  # python_backend_stubs/ in the 0.7.0 wheel has 3.8-3.13
+SERVERS = ("triton", "qosbatch", "starlette")
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qosbatch"
+DEFAULT_QOSBATCH_CMD = (
+    f"{Path(sys.executable).parent / 'qosbatch'} serve --model {MODEL} "
+    f"--policy dynamic:max_batch_size={MAX_BATCH},max_queue_delay_ms={MAX_QUEUE_DELAY_US // 1000} "
+    "--port {port}"
+)
+INSTALL_TIMEOUT_S = 900
+STOP_GRACE_S = 10.0
+
+
+class Skip(Exception):
+    """A server that cannot be measured here; the message says why and goes in the table."""
+
+
+def log(msg: str) -> None:
+    """Progress goes to stderr, so that ``--json`` leaves stdout parseable."""
+    print(f"[serve_noop] {msg}", file=sys.stderr, flush=True)
+
+
+def tail(path: Path, n: int = 15) -> str:
+    """The end of a server's log: the part that says why it died."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "    (no log)"
+    return "\n".join("    " + line for line in lines[-n:]) or "    (empty)"
+
+
+def run_logged(
+    argv: list[str], log_path: Path, timeout_s: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run an install step with its noise in a file (pip's is long) and a hard time limit."""
+    with log_path.open("ab") as out:
+        out.write(f"$ {shlex.join(argv)}\n".encode())
+        out.flush()
+        try:
+            return subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                timeout=timeout_s,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            out.write(f"timed out after {timeout_s:.0f} s\n".encode())
+            return subprocess.CompletedProcess(argv, 124)
+        except OSError as e:
+            out.write(f"{e}\n".encode())
+            return subprocess.CompletedProcess(argv, 127)
+
+
+def free_port() -> int:
+    """A port the kernel says is free on loopback, so runs never collide with other servers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+
+
+def http(
+    method: str, url: str, body: bytes | None = None, timeout_s: float = 2.0
+) -> tuple[int, bytes]:
+    """One request, status 0 when nothing answered: readiness polling must never raise."""
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with _OPENER.open(req, timeout=timeout_s) as resp:
+            return int(resp.status), resp.read()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read()
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return 0, b""
+
+
+# --------------------------------------------------------------------------- servers
+
+
+@dataclass
+class Server:
+    """One server subprocess in a session of its own, stopped as a whole process group.
+
+    A group, because PyTriton's python process starts ``tritonserver``, which starts the
+    Python backend stub: SIGTERM to the parent alone has been seen to leave both running.
+    """
+
+    name: str
+    argv: list[str]
+    port: int
+    log_path: Path
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
+    tmp_marker: str | None = None  # a string in Triton's /tmp model copies that marks ours
+    stop_signal: int = signal.SIGTERM
+    proc: subprocess.Popen[bytes] | None = None
+    _log: Any = None
+
+    @property
+    def base(self) -> str:
+        """Loopback only: nothing here should be reachable from outside the machine."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start detached from our terminal, so Ctrl-C reaches us and we stop it in order."""
+        self._log = self.log_path.open("wb")
+        try:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        except OSError as e:
+            self._log.close()
+            raise Skip(f"could not start `{shlex.join(self.argv)}`: {e}") from e
+        _LIVE.append(self)
+
+    def wait_ready(self, timeout_s: float) -> float:
+        """Seconds until the server answers ready *and* one real inference with 2xx.
+
+        Both, because Triton's /v2/health/ready says 200 before PyTriton's model has
+        loaded (explicit model control), and a server that is ready but cannot infer
+        would only measure its error path.
+        """
+        assert self.proc is not None
+        t0 = time.monotonic()
+        last = "no answer"
+        while time.monotonic() - t0 < timeout_s:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise Skip(
+                    f"exited with code {rc} before it was ready; log:\n{tail(self.log_path)}"
+                )
+            text = self.log_path.read_text(errors="replace")
+            if "error while loading shared libraries" in text:
+                line = next(x for x in text.splitlines() if "error while loading shared" in x)
+                raise Skip(f"a child could not load a library: {line.strip()}")
+            status, _ = http("GET", self.base + READY_PATH, timeout_s=1.0)
+            if status == 200:
+                status, answer = http("POST", self.base + INFER_PATH, BODY.encode(), timeout_s=5.0)
+                if 200 <= status < 300:
+                    return time.monotonic() - t0
+                last = f"ready, but the probe inference got {status}: {answer[:200]!r}"
+            else:
+                last = f"{READY_PATH} answered {status or 'nothing'}"
+            time.sleep(0.25)
+        raise Skip(f"not ready within {timeout_s:.0f} s ({last}); log:\n{tail(self.log_path)}")
+
+    def metadata(self) -> Any:
+        """GET /v2 (server name and version), for the record; None when not offered."""
+        status, answer = http("GET", self.base + "/v2")
+        if status != 200:
+            return None
+        try:
+            return json.loads(answer)
+        except ValueError:
+            return None
+
+    def stop(self) -> None:
+        """Signal the leader, then SIGTERM the group, then SIGKILL whatever is left of it.
+
+        The leader first, so that PyTriton shuts tritonserver down in order (a SIGTERM
+        to the whole group at once has left Triton's /tmp/folderXXXXXX model copy behind).
+        PyTriton's ``serve()`` stops cleanly on SIGINT only (``stop_signal``); on SIGTERM
+        its python dies at once and leaves tritonserver to notice, seconds later.
+        """
+        if self.proc is None:
+            return
+        pgid = self.proc.pid  # start_new_session: the leader's pid is the group id
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pgid, self.stop_signal)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=STOP_GRACE_S)
+        for sig, grace_s in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
+            if not _group_alive(pgid):
+                break
+            log(
+                f"{self.name}: processes left {STOP_GRACE_S:.0f} s after the leader's signal; "
+                f"{sig.name} to the group"
+            )
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, sig)
+            deadline = time.monotonic() + grace_s
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=grace_s)
+            while time.monotonic() < deadline and _group_alive(pgid):
+                time.sleep(0.1)
+        if self._log is not None:
+            self._log.close()
+        # Triton's Python backend names its shared memory after the PyTriton process...
+        for leftover in glob.glob(f"/dev/shm/pytrtion{pgid}-*"):
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
+        # ...and copies the model to /tmp/folderXXXXXX (not $TMPDIR), naming our workspace.
+        if self.tmp_marker:
+            for config in glob.glob("/tmp/folder*/config.pbtxt"):
+                with contextlib.suppress(OSError):
+                    if self.tmp_marker in Path(config).read_text(errors="replace"):
+                        shutil.rmtree(Path(config).parent, ignore_errors=True)
+        self.proc = None
+        if self in _LIVE:
+            _LIVE.remove(self)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live process of the group is left. Zombies do not count: orphans that
+    init has yet to reap (PyTriton's resource tracker) would otherwise look alive."""
+    if not Path("/proc/self/stat").exists():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":  # state, ppid, pgrp, ...
+                return True
+    return False
+
+
+_LIVE: list[Server] = []
+
+
+def stop_all() -> None:
+    """Stop every server still running; called from ``finally`` and from atexit."""
+    for server in list(_LIVE):
+        try:
+            server.stop()
+        except Exception as e:  # keep stopping the others
+            log(f"{server.name}: stop failed: {e}")
+
+
+# --------------------------------------------------------------------------- installs
+
+
+def ensure_wrk(allow_install: bool, logs: Path) -> tuple[str, float]:
+    """wrk's path and the seconds spent installing it (0 when it was there)."""
+    found = shutil.which("wrk")
+    if found:
+        return found, 0.0
+    if not allow_install:
+        raise SystemExit("wrk is not installed (and --no-install was given): apt-get install wrk")
+    if shutil.which("apt-get") is None:
+        raise SystemExit("wrk is not installed and there is no apt-get here to install it")
+    if os.geteuid() == 0:
+        prefix: list[str] = []
+    elif shutil.which("sudo"):
+        prefix = ["sudo", "-n"]  # -n: never wait for a password, fail instead
+    else:
+        raise SystemExit("wrk is not installed, and installing it needs root or sudo")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [*prefix, "apt-get", "install", "-y", "-q", "wrk"]
+    log("installing wrk: " + shlex.join(install))
+    t0 = time.monotonic()
+    apt_log = logs / "install-wrk.log"
+    if run_logged(install, apt_log, 300, env).returncode != 0:
+        run_logged([*prefix, "apt-get", "update", "-q"], apt_log, 300, env)
+        if run_logged(install, apt_log, 300, env).returncode != 0:
+            raise SystemExit(f"apt-get install wrk failed; see {apt_log}:\n{tail(apt_log)}")
+    found = shutil.which("wrk")
+    if not found:
+        raise SystemExit("apt-get installed wrk, but it is not on PATH")
+    return found, time.monotonic() - t0
+
+
+_PROBE = (
+    "import json,sys,sysconfig;v=sysconfig.get_config_var;print(json.dumps({"
+    "'executable':sys.executable,'version':'%d.%d'%sys.version_info[:2],"
+    "'full':sys.version.split()[0],'impl':sys.implementation.name,"
+    "'shared':bool(v('Py_ENABLE_SHARED')),'libdir':v('LIBDIR') or '',"
+    "'soname':v('INSTSONAME') or '','base_prefix':sys.base_prefix}))"
+)
+
+
+@dataclass
+class SharedPython:
+    """A CPython with its libpython as a shared library: what the backend stub links."""
+
+    executable: str
+    version: str
+    full: str
+    libdir: str
+
+
+def probe_python(exe: str, want: str | None) -> SharedPython | None:
+    """The interpreter's facts if it is a shared-library CPython (of version ``want``)."""
+    try:
+        out = subprocess.run(
+            [exe, "-c", _PROBE], capture_output=True, timeout=20, check=True, text=True
+        ).stdout
+        info = json.loads(out)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    if info["impl"] != "cpython" or not info["shared"] or not info["soname"]:
+        return None
+    if want is not None and info["version"] != want:
+        return None
+    # python-build-standalone may report its build-time LIBDIR; base_prefix/lib is real.
+    for libdir in (info["libdir"], str(Path(info["base_prefix"]) / "lib")):
+        if libdir and (Path(libdir) / info["soname"]).exists():
+            return SharedPython(info["executable"], info["version"], info["full"], libdir)
+    return None
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    """Sort pyenv/uv folders by the version in their name, newest first."""
+    m = re.search(r"(\d+)\.(\d+)\.(\d+)", path)
+    return tuple(int(x) for x in m.groups()) if m else (0,)
+
+
+def find_shared_python(override: str | None, version: str = TRITON_PY) -> SharedPython | None:
+    """The newest shared-library CPython ``version`` among the places it is usually found."""
+    if override:
+        return probe_python(override, None)  # any version the wheel has a stub for
+    pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    uv_dir = Path(os.environ.get("UV_PYTHON_INSTALL_DIR") or Path.home() / ".local/share/uv/python")
+    patterns = [
+        pyenv_root / f"versions/{version}*/bin/python{version}",
+        uv_dir / f"cpython-{version}*/bin/python{version}",
+        CACHE / "python" / f"cpython-{version}*/bin/python{version}",
+    ]
+    candidates = [
+        exe
+        for pattern in patterns
+        for exe in sorted(glob.glob(str(pattern)), key=_version_key, reverse=True)
+    ]
+    candidates += [p for p in (shutil.which(f"python{version}"),) if p]
+    for exe in dict.fromkeys(candidates):
+        found = probe_python(exe, version)
+        if found:
+            return found
+    return None
+
+
+def find_fallback_python() -> SharedPython | None:
+    """Another shared CPython the wheel has a stub for (3.13, 3.11, 3.10), when 3.12 is absent.
+
+    PyTriton picks the stub of the Python it runs on, so 3.12 is no must: Debian's own
+    /usr/bin/python3.11 with its libpython3.11 package served here as well as 3.12.
+    """
+    for version in FALLBACK_PYS:
+        found = find_shared_python(None, version)
+        if found:
+            return found
+    return None
+
+
+def uv_install_python(logs: Path) -> None:
+    """Last resort: ``uv python install 3.12`` (a python-build-standalone, which is shared).
+
+    uv comes from PyPI into a venv of its own; the Python itself comes from GitHub, so
+    this fails where only package registries are reachable. Bounded by a timeout.
+    """
+    uv_venv = CACHE / "uv-venv"
+    uv = uv_venv / "bin" / "uv"
+    uv_log = logs / "install-uv-python.log"
+    if not uv.exists():
+        log("no shared-library Python 3.12 found; trying uv (from PyPI)")
+        run_logged([sys.executable, "-m", "venv", str(uv_venv)], uv_log, 120)
+        run_logged([str(uv_venv / "bin/python"), "-m", "pip", "install", "-q", "uv"], uv_log, 300)
+    if uv.exists():
+        log(f"uv python install {TRITON_PY} (downloads from GitHub)")
+        env = {**os.environ, "UV_PYTHON_INSTALL_DIR": str(CACHE / "python")}
+        run_logged([str(uv), "python", "install", TRITON_PY], uv_log, 300, env)
+
+
+def ensure_pytriton(args: argparse.Namespace, logs: Path) -> tuple[str, dict[str, str], float]:
+    """The PyTriton venv's python, the env its server needs, and the seconds spent installing.
+
+    Raises Skip, with the reason, when it cannot be had here.
+    """
+    t0 = time.monotonic()
+    spent = 0.0  # only what installing took: finding and checking are not install time
+    py = find_shared_python(args.triton_python)
+    if py is None and args.triton_python:
+        raise Skip(f"--triton-python {args.triton_python} is not a shared-library CPython")
+    if py is None and not args.triton_python:
+        py = find_fallback_python()
+        if py is not None:
+            log(
+                f"no shared-library Python {TRITON_PY}; falling back to {py.executable} ({py.full})"
+            )
+    if py is None and args.install:
+        uv_install_python(logs)
+        py = find_shared_python(None)
+        spent = time.monotonic() - t0
+    if py is None:
+        raise Skip(
+            f"no CPython {TRITON_PY} (nor {', '.join(FALLBACK_PYS)}) with a shared libpython: "
+            "PyTriton's Python backend stub links libpythonX.Y.so.1.0. Looked in "
+            "~/.pyenv/versions, PATH and uv's Pythons"
+            + ("; `uv python install 3.12` failed (install-uv-python.log)" if args.install else "")
+            + ". Give one with --triton-python: one built by "
+            "`PYTHON_CONFIGURE_OPTS=--enable-shared pyenv install 3.12`, or Debian's "
+            "/usr/bin/python3.11 after `apt-get install libpython3.11 python3.11-venv`"
+        )
+    venv = CACHE / f"pytriton-venv-py{py.version}"
+    vpy = venv / "bin" / "python"
+    stamp = venv / ".serve_noop.json"
+    want = {"python": py.executable, "full": py.full, "spec": args.pytriton_spec}
+    ok = False
+    with contextlib.suppress(OSError, ValueError):
+        ok = json.loads(stamp.read_text()) == want
+    if ok:
+        ok = (
+            run_logged(
+                [str(vpy), "-c", "import pytriton.triton"], logs / "check.log", 120
+            ).returncode
+            == 0
+        )
+    if not ok:
+        if not args.install:
+            raise Skip(f"PyTriton is not installed in {venv} (and --no-install was given)")
+        log(f"installing {args.pytriton_spec} into {venv} (Python {py.full}, {py.executable})")
+        t1 = time.monotonic()
+        pip_log = logs / "install-pytriton.log"
+        shutil.rmtree(venv, ignore_errors=True)
+        steps = [
+            [py.executable, "-m", "venv", str(venv)],
+            [
+                str(vpy),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                args.pytriton_spec,
+            ],
+        ]
+        for step in steps:
+            if run_logged(step, pip_log, INSTALL_TIMEOUT_S).returncode != 0:
+                raise Skip(f"`{shlex.join(step)}` failed; see {pip_log}:\n{tail(pip_log)}")
+        stamp.write_text(json.dumps(want))
+        spent += time.monotonic() - t1
+    env = {
+        **os.environ,
+        "LD_LIBRARY_PATH": os.pathsep.join(
+            p for p in (py.libdir, os.environ.get("LD_LIBRARY_PATH", "")) if p
+        ),
+    }
+    check_pytriton_binaries(str(vpy), py.version, env)
+    return str(vpy), env, spent
+
+
+def check_pytriton_binaries(vpy: str, version: str, env: dict[str, str]) -> None:
+    """ldd on tritonserver and the stub: a missing library (libpython, a too-old glibc)
+    otherwise shows up only as a model that never loads."""
+    out = subprocess.run(
+        [vpy, "-c", "import pytriton,os;print(os.path.dirname(pytriton.__file__))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    root = Path(out.stdout.strip()) / "tritonserver"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise Skip(f"this PyTriton has no Python backend stub for Python {version} ({stub})")
+    if shutil.which("ldd") is None:
+        return
+    for binary in (root / "bin" / "tritonserver", stub):
+        res = subprocess.run(
+            ["ldd", str(binary)], capture_output=True, text=True, env=env, timeout=30, check=False
+        )
+        missing = [x.strip() for x in (res.stdout + res.stderr).splitlines() if "not found" in x]
+        if missing:
+            raise Skip(f"{binary.name} cannot load: {'; '.join(missing)}")
+
+
+def ensure_starlette(allow_install: bool, logs: Path) -> tuple[str, float]:
+    """A python with starlette and uvicorn: ours when it has them (same interpreter as qosbatch)."""
+    check = [sys.executable, "-c", "import starlette, uvicorn"]
+    if run_logged(check, logs / "check.log", 60).returncode == 0:
+        return sys.executable, 0.0
+    venv = CACHE / "starlette-venv"
+    vpy = venv / "bin" / "python"
+    if run_logged([str(vpy), *check[1:]], logs / "check.log", 60).returncode == 0:
+        return str(vpy), 0.0
+    if not allow_install:
+        raise Skip("starlette/uvicorn missing (and --no-install was given)")
+    t0 = time.monotonic()
+    log(f"installing starlette and uvicorn[standard] into {venv}")
+    pip_log = logs / "install-starlette.log"
+    for step in (
+        [sys.executable, "-m", "venv", str(venv)],
+        [
+            str(vpy),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "starlette",
+            "uvicorn[standard]",
+        ],
+    ):
+        if run_logged(step, pip_log, INSTALL_TIMEOUT_S).returncode != 0:
+            raise Skip(f"`{shlex.join(step)}` failed; see {pip_log}:\n{tail(pip_log)}")
+    return str(vpy), time.monotonic() - t0
+
+
+# --------------------------------------------------------------------------- wrk
+
+
+_TO_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def to_ms(token: str) -> float | None:
+    """wrk prints '812.00us', '13.32ms', '1.02s', '1.00m'; None for anything else (nan)."""
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", token)
+    return float(m.group(1)) * _TO_MS[m.group(2)] if m else None
+
+
+def parse_wrk(text: str) -> dict[str, Any]:
+    """The numbers of wrk's --latency report; absent lines mean 0 errors, None otherwise."""
+    out: dict[str, Any] = {
+        "rps": None,
+        "p50_ms": None,
+        "p75_ms": None,
+        "p90_ms": None,
+        "p99_ms": None,
+        "avg_ms": None,
+        "requests": None,
+        "non_2xx": 0,
+        "socket_errors": {"connect": 0, "read": 0, "write": 0, "timeout": 0},
+    }
+    if m := re.search(r"Requests/sec:\s+([\d.]+)", text):
+        out["rps"] = float(m.group(1))
+    if m := re.search(r"^\s*Latency\s+(\S+)", text, re.M):
+        out["avg_ms"] = to_ms(m.group(1))
+    for pct, value in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", text, re.M):
+        out[f"p{pct}_ms"] = to_ms(value)
+    if m := re.search(r"(\d+) requests in", text):
+        out["requests"] = int(m.group(1))
+    if m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text):
+        out["non_2xx"] = int(m.group(1))
+    if m := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
+    ):
+        out["socket_errors"] = dict(
+            zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True)
+        )
+    out["socket_errors_total"] = sum(out["socket_errors"].values())
+    return out
+
+
+def run_wrk(
+    wrk: str, url: str, lua: Path, args: argparse.Namespace, duration_s: float, log_path: Path
+) -> dict[str, Any]:
+    """One wrk run, killed if it overstays its duration by 30 s."""
+    argv = [
+        wrk,
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{duration_s:g}s",
+        "--latency",
+        "-s",
+        str(lua),
+        url,
+    ]
+    try:
+        res = subprocess.run(
+            argv, capture_output=True, text=True, timeout=duration_s + 30, check=False
+        )
+    except subprocess.TimeoutExpired as e:
+        raise Skip(f"wrk did not finish within {duration_s + 30:.0f} s") from e
+    with log_path.open("a") as f:
+        f.write(f"$ {shlex.join(argv)}\n{res.stdout}{res.stderr}\n")
+    if res.returncode != 0:
+        raise Skip(f"wrk exited with {res.returncode}: {res.stderr.strip()[:300]}")
+    return parse_wrk(res.stdout)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Plan:
+    """What one server needs to start (argv, env), what marks its leftovers, what to record."""
+
+    argv: list[str]
+    env: dict[str, str] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    tmp_marker: str | None = None
+    stop_signal: int = signal.SIGTERM
+
+
+def plan_server(
+    name: str,
+    port: int,
+    args: argparse.Namespace,
+    logs: Path,
+    work: Path,
+    installs: dict[str, float],
+) -> Plan:
+    """Install what ``name`` needs and say how to start it on ``port``; Skip if it can't be."""
+    script = str(Path(__file__).resolve())
+    if name == "triton":
+        vpy, env, spent = ensure_pytriton(args, logs)
+        installs["pytriton_s"] = round(spent, 1)
+        workspace = work / "pytriton-workspace"
+        tmp = work / "pytriton-tmp"  # PyTriton's own temp files; Triton's ignore it (see stop)
+        tmp.mkdir(exist_ok=True)
+        env = {**env, "TMPDIR": str(tmp)}
+        return Plan(
+            [vpy, script, "_serve-triton", str(port), str(workspace)],
+            env,
+            {"python": vpy, "spec": args.pytriton_spec},
+            tmp_marker=str(workspace),
+            stop_signal=signal.SIGINT,
+        )
+    if name == "starlette":
+        py, spent = ensure_starlette(args.install, logs)
+        installs["starlette_s"] = round(spent, 1)
+        return Plan([py, script, "_serve-starlette", str(port)], None, {"python": py})
+    cmd = args.qosbatch_cmd.replace("{port}", str(port))
+    argv = shlex.split(cmd)
+    if not argv or (shutil.which(argv[0]) is None and not Path(argv[0]).exists()):
+        raise Skip(f"command not found: {argv[0] if argv else '(empty)'} (from `{cmd}`)")
+    return Plan(argv, None, {"command": cmd})
+
+
+def bench_one(
+    name: str,
+    wrk: str,
+    lua: Path,
+    args: argparse.Namespace,
+    logs: Path,
+    work: Path,
+    installs: dict[str, float],
+) -> dict[str, Any]:
+    """Start ``name``, warm it up, measure it with wrk, stop it: its row of the table."""
+    port = free_port()
+    plan = plan_server(name, port, args, logs, work, installs)
+    server = Server(
+        name,
+        plan.argv,
+        port,
+        logs / f"{name}.log",
+        plan.env,
+        cwd=Path(__file__).resolve().parents[1],
+        tmp_marker=plan.tmp_marker,
+        stop_signal=plan.stop_signal,
+    )
+    log(f"{name}: starting on 127.0.0.1:{port}: {shlex.join(plan.argv)}")
+    try:
+        server.start()
+        ready_s = server.wait_ready(args.ready_timeout)
+        meta = server.metadata()
+        log(f"{name}: ready in {ready_s:.1f} s; warm-up {args.warmup:g} s")
+        url = server.base + INFER_PATH
+        if args.warmup > 0:
+            run_wrk(wrk, url, lua, args, args.warmup, logs / f"{name}-wrk.log")
+        log(f"{name}: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s")
+        row = run_wrk(wrk, url, lua, args, args.duration, logs / f"{name}-wrk.log")
+        if server.proc is not None and server.proc.poll() is not None:
+            raise Skip(f"died during the run; log:\n{tail(server.log_path)}")
+    finally:
+        server.stop()
+    return {"status": "ok", "ready_s": round(ready_s, 2), "server": meta, **plan.info, **row}
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """a/b for req/s, p50 and p99, for every pair that was measured."""
+    out: dict[str, dict[str, float]] = {}
+    for a, b in (("qosbatch", "triton"), ("qosbatch", "starlette"), ("triton", "starlette")):
+        ra, rb = results.get(a, {}), results.get(b, {})
+        if ra.get("status") != "ok" or rb.get("status") != "ok":
+            continue
+        pair: dict[str, float] = {}
+        for key in ("rps", "p50_ms", "p99_ms"):
+            if ra.get(key) and rb.get(key):
+                pair[key] = round(ra[key] / rb[key], 3)
+        out[f"{a}/{b}"] = pair
+    return out
+
+
+def print_table(report: dict[str, Any]) -> None:
+    """The human form: one row per server, then the ratios."""
+    w = report["wrk"]
+    print(
+        f"no-op model over HTTP, {report['machine']['cores']} cores shared by wrk and server; "
+        f"wrk -t{w['threads']} -c{w['connections']} -d{w['duration_s']:g}s "
+        f"(after {w['warmup_s']:g} s warm-up)"
+    )
+    print(
+        f"{'server':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
+        f"{'sock err':>8}  note"
+    )
+
+    def num(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    for name, r in report["results"].items():
+        if r["status"] != "ok":
+            reason = r["reason"].splitlines()[0]
+            print(f"{name:<10} {'skipped':>9} {'':>8} {'':>8} {'':>8} {'':>8}  {reason}")
+            continue
+        meta = r.get("server") or {}
+        note = " ".join(str(meta.get(k, "")) for k in ("name", "version")).strip()
+        print(
+            f"{name:<10} {num(r['rps'], ',.0f'):>9} {num(r['p50_ms'], '.2f'):>8} "
+            f"{num(r['p99_ms'], '.2f'):>8} {r['non_2xx']:>8} {r['socket_errors_total']:>8}  "
+            f"{note}"
+        )
+    spent = ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in report["install_s"].items())
+    print(f"install time this run: {spent} (0 = already installed)")
+    for pair, vals in report["ratios"].items():
+        parts = ", ".join(f"{k.removesuffix('_ms')} x{v:.2f}" for k, v in vals.items())
+        print(f"{pair}: {parts}")
+    for name, r in report["results"].items():
+        if r["status"] != "ok" and "\n" in r["reason"]:
+            print(f"\n{name} skipped: {r['reason']}", file=sys.stderr)
+    print(f"logs: {report['logs']}", file=sys.stderr)
+
+
+def _raise_on_signal(signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM/SIGHUP become SystemExit, so ``finally`` stops the servers as Ctrl-C does."""
+    raise SystemExit(128 + signum)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The benchmark's options; defaults are the brief's wrk -t2 -c32 -d10s."""
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help="comma-separated, in run order, from: " + ", ".join(SERVERS),
+    )
+    ap.add_argument(
+        "--qosbatch-cmd",
+        default=DEFAULT_QOSBATCH_CMD,
+        help="command starting qosbatch; {port} is replaced (default: %(default)s)",
+    )
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds of measurement")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds of unrecorded load first")
+    ap.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a server gets to become ready, else it is skipped",
+    )
+    ap.add_argument("--triton-python", help="shared-library CPython to build PyTriton's venv from")
+    ap.add_argument("--pytriton-spec", default=PYTRITON_SPEC)
+    ap.add_argument(
+        "--no-install",
+        dest="install",
+        action="store_false",
+        help="skip what is missing instead of installing it",
+    )
+    ap.add_argument("--log-dir", help="where server and wrk logs go (default: a new temp dir)")
+    ap.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = ap.parse_args(argv)
+    names = [s.strip() for s in args.servers.split(",") if s.strip()]
+    unknown = sorted(set(names) - set(SERVERS))
+    if unknown or not names:
+        ap.error(f"--servers: unknown {unknown}; choose from {', '.join(SERVERS)}")
+    if args.connections < args.threads:
+        ap.error("wrk needs --connections >= --threads")
+    args.servers = names
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the comparison; the hidden ``_serve-*`` roles are this file run as a server."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_serve-triton"]:
+        serve_triton(int(argv[1]), argv[2])
+        return 0
+    if argv[:1] == ["_serve-starlette"]:
+        serve_starlette(int(argv[1]))
+        return 0
+    args = parse_args(argv)
+    atexit.register(stop_all)
+    signal.signal(signal.SIGTERM, _raise_on_signal)
+    signal.signal(signal.SIGHUP, _raise_on_signal)
+    logs = Path(args.log_dir or tempfile.mkdtemp(prefix="serve_noop-"))
+    logs.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="serve_noop-work-"))  # PyTriton's workspace: big, removed
+    installs: dict[str, float] = {}
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        wrk, installs["wrk_s"] = ensure_wrk(args.install, logs)
+        wrk_version = subprocess.run(
+            [wrk, "-v"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout.splitlines()[:1]
+        lua = logs / "post.lua"
+        lua.write_text(POST_LUA)
+        for name in args.servers:
+            try:
+                results[name] = bench_one(name, wrk, lua, args, logs, work, installs)
+            except Skip as e:
+                log(f"{name}: skipped: {e}")
+                results[name] = {"status": "skipped", "reason": str(e)}
+            except (subprocess.SubprocessError, OSError) as e:  # a helper that overstayed
+                log(f"{name}: skipped: {type(e).__name__}: {e}")
+                results[name] = {"status": "skipped", "reason": f"{type(e).__name__}: {e}"}
+    finally:
+        stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+    report = {
+        "machine": {
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+        },
+        "wrk": {
+            "version": wrk_version[0] if wrk_version else None,
+            "threads": args.threads,
+            "connections": args.connections,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "body": BODY,
+        },
+        "install_s": installs,
+        "results": results,
+        "ratios": ratios(results),
+        "logs": str(logs),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_table(report)
+    return 0
+
+
+# --------------------------------------------------------------------------- server roles
+
+
+def serve_triton(port: int, workspace: str) -> None:
+    """PyTriton's ``noop``: Triton's dynamic batcher in front of an identity function.
+
+    Runs in the PyTriton venv (Python 3.12), so it imports only what that venv has.
+    gRPC and metrics are off: only HTTP is measured, and fewer ports means fewer clashes.
+    """
+    import numpy as np
+    from pytriton.decorators import batch
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+    from pytriton.triton import Triton, TritonConfig
+
+    @batch
+    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+        return {"output": inputs["input"]}
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt  # serve() stops Triton in order on this, and on nothing else
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+    config = TritonConfig(
+        http_address="127.0.0.1",
+        http_port=port,
+        allow_grpc=False,
+        allow_metrics=False,
+        exit_timeout_secs=5,
+    )
+    with Triton(config=config, workspace=workspace) as triton:
+        triton.bind(
+            model_name=MODEL,
+            infer_func=infer,
+            inputs=[Tensor(name="input", dtype=np.float32, shape=(4,))],
+            outputs=[Tensor(name="output", dtype=np.float32, shape=(4,))],
+            config=ModelConfig(
+                max_batch_size=MAX_BATCH,
+                batcher=DynamicBatcher(max_queue_delay_microseconds=MAX_QUEUE_DELAY_US),
+            ),
+        )
+        triton.serve()
+
+
+def serve_starlette(port: int) -> None:
+    """The ceiling: parse the v2 request, echo its data as a fixed [1, 4] FP32 output.
+
+    No batching, no model, no thread hop: what is left is uvicorn, Starlette and JSON.
+    """
+    import uvicorn
+    from starlette import __version__ as starlette_version
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    async def infer(request: Request) -> Response:
+        data = json.loads(await request.body())["inputs"][0]["data"]
+        return JSONResponse(
+            {
+                "model_name": MODEL,
+                "model_version": "1",
+                "outputs": [{"name": "output", "datatype": "FP32", "shape": [1, 4], "data": data}],
+            }
+        )
+
+    async def ready(_request: Request) -> Response:
+        return Response(status_code=200)
+
+    async def meta(_request: Request) -> Response:
+        return JSONResponse(
+            {
+                "name": "starlette-echo",
+                "version": f"starlette {starlette_version} uvicorn {uvicorn.__version__}",
+            }
+        )
+
+    app = Starlette(
+        routes=[
+            Route(INFER_PATH, infer, methods=["POST"]),
+            Route(READY_PATH, ready),
+            Route("/v2", meta),
+        ]
+    )
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the servers were stopped in main's finally
+        print("[serve_noop] interrupted; everything it started is stopped", file=sys.stderr)
+        sys.exit(130)
