@@ -258,6 +258,17 @@ def test_slo_learns_that_the_node_is_slower_and_becomes_conservative():
     assert "19.6 ms alone" in reject.reason
 
 
+def test_slo_one_freak_batch_does_not_make_every_request_look_hopeless():
+    # A batch of 1 predicted at 10 ms took 1 s (a cold start, a busy neighbour). Unbounded,
+    # the ratio would jump to 10.9 and a 60 ms budget would be shed, and so on forever.
+    p = SloPolicy()
+    lone = [make_request(9, 0.0, slo_ms=60)]
+    p.decide(queue(lone, 0.0))
+    p.observe(done([0], 1.0))
+    assert p.ratio == pytest.approx(1 + 0.1 * (4 - 1))  # the sample counts as 4x at most
+    assert p.decide(queue(lone, 0.0)) == [Dispatch([9], 0, 1)]  # 13 ms <= 60
+
+
 def test_slo_without_correction_ignores_feedback():
     p = SloPolicy(correction=0)
     lone = [make_request(9, 0.0, slo_ms=15)]

@@ -63,6 +63,9 @@ _HORIZON = 64  # waiting requests a decision looks at (EDF head)
 _SIZES = (1, 2, 4, 8, 16, 32, 64, 128)  # alternative first-batch sizes in a lookahead
 
 
+MAX_CORRECTION = 4.0  # observed/predicted service time is clamped to [1/4, 4] per batch
+
+
 class SloPolicy:
     """EDF batches of an efficient size on the fewest cores; sheds the hopeless early."""
 
@@ -119,9 +122,12 @@ class SloPolicy:
             return
         # (done.size and done.service_s, without the property calls)
         predicted = table.service_s[done.cores][len(done.requests)]
-        self.ratio += self.correction * (
-            (done.completion_s - done.dispatch_s) / predicted - self.ratio
-        )
+        sample = (done.completion_s - done.dispatch_s) / predicted
+        # Bounded: live, one batch slowed by a cold start or a neighbour once read 30x and
+        # pushed the ratio so high that every request looked hopeless; shedding them all,
+        # the policy never ran another batch to learn it was wrong.
+        sample = min(max(sample, 1 / MAX_CORRECTION), MAX_CORRECTION)
+        self.ratio += self.correction * (sample - self.ratio)
 
     def _rebuild(self, table: LatencyTable) -> None:
         """Safe service times s(b, c) * ratio * (1 + k cv) * margin (decide: when stale)."""
