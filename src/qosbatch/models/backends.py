@@ -86,6 +86,7 @@ class OnnxBackend:
         self.device = device
         self.threads = threads
         self.session = load_onnx_session(path, threads, device)
+        self._sessions = {threads: self.session}
         first = self.session.get_inputs()[0]
         self.input_name = first.name
         self.input_dtype = _ORT_TYPES.get(first.type, np.float32)
@@ -95,9 +96,18 @@ class OnnxBackend:
         return self.session.run(None, feed)[0]
 
     def set_threads(self, threads: int) -> None:
-        """ONNX Runtime fixes its thread pool per session, so a new session is built."""
+        """ONNX Runtime fixes its thread pool per session: one session per thread count.
+
+        Kept, not rebuilt: a server worker whose policy changes its cores per batch
+        would otherwise rebuild a session (tens of ms to seconds) on every change.
+        """
         if threads != self.threads:
-            self.session = load_onnx_session(self.path, threads, self.device)
+            session = self._sessions.get(threads)
+            if session is None:
+                session = self._sessions[threads] = load_onnx_session(
+                    self.path, threads, self.device
+                )
+            self.session = session
             self.threads = threads
 
     def reset_peak_memory(self) -> None:
