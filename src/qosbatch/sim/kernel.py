@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from heapq import heappop, heappush
 from itertools import chain
 
@@ -171,6 +172,10 @@ class _Run:
         # Bound once: a policy's methods are looked up per event otherwise.
         self.decides = [p.decide for p in self.policies]
         self.observes = [p.observe for p in self.policies]
+        self.appliers = [
+            (partial(self._dispatch, m, q), partial(self._reject, q))
+            for m, q in enumerate(self.queues)
+        ]
         self.idle_wakes = [0] * n_models
         self.events = 0
 
@@ -311,17 +316,13 @@ class _Run:
 
     def _apply(self, m: int, q: ModelQueue, decisions: object, now: float) -> float:
         """Apply ``decisions``, calling decide again while they change anything; the wait."""
+        dispatch, reject = self.appliers[m]  # (bound once: they read now from q.now_s)
         return apply_decisions(
-            q,
-            decisions,
-            now,
-            self.decides[m],
-            lambda d: self._dispatch(m, q, d, now),
-            lambda d: self._reject(q, d, now),
-            self.idle_only[m],
+            q, decisions, now, self.decides[m], dispatch, reject, self.idle_only[m]
         )
 
-    def _dispatch(self, m: int, q: ModelQueue, d: Dispatch, now: float) -> None:
+    def _dispatch(self, m: int, q: ModelQueue, d: Dispatch) -> None:
+        now = q.now_s
         ids = tuple(d.requests)
         b, w, c = len(ids), d.worker, d.cores
         q.check_dispatch(w, c, b)
@@ -347,7 +348,8 @@ class _Run:
         self.seq = seq = self.seq + 1
         heappush(self.heap, (done, _COMPLETE, seq, m, w))
 
-    def _reject(self, q: ModelQueue, d: Reject, now: float) -> None:
+    def _reject(self, q: ModelQueue, d: Reject) -> None:
+        now = q.now_s
         ids = tuple(d.requests)
         if not ids:
             raise PolicyContractError(f"{q.model}: a Reject naming no request")
@@ -370,7 +372,8 @@ class _Run:
                     f"{q.model}: {len(left)} request(s) neither dispatched nor rejected when the "
                     f"simulation ended (first: request {left[0]})"
                 )
-            self._reject(q, Reject(left, LEFT_WAITING), self.trace.duration_s)
+            q.now_s = max(q.now_s, self.trace.duration_s)
+            self._reject(q, Reject(left, LEFT_WAITING))
 
     def _records(self) -> RecordTable:
         trace = self.trace
