@@ -1,0 +1,117 @@
+"""The same trace through the simulator and through the live server: how far apart are they?
+
+A policy proven in simulation is the policy served, so the simulator is only as
+useful as its agreement with the server. This draws one trace, simulates it with
+the profile's latency model, then replays it open-loop (``qosbatch bench``'s load
+generator) against ``qosbatch serve`` running the same model, profile, policy and
+cores, and prints attainment, mean and tail latency of both and their relative
+error (the aim: within 2%).
+
+    .venv/bin/python benchmarks/live_vs_sim.py --profile /tmp/qb/resnet18.json \\
+        --workload 'poisson:rate=12,duration_s=60,slo_ms=300' --cores 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import signal
+import subprocess
+import sys
+
+import numpy as np
+
+from qosbatch.client.loadgen import run_load
+from qosbatch.core.profile import load_profile
+from qosbatch.core.requests import REJECTED, RecordTable
+from qosbatch.metrics import Metrics, summarize
+from qosbatch.policies.latency_table import LatencyTable
+from qosbatch.policies.registry import parse_policy
+from qosbatch.sim.kernel import Deployment, simulate
+from qosbatch.workloads.spec import parse_workload
+
+
+def mean_latency_ms(records: RecordTable) -> float:
+    served = records.outcome != REJECTED
+    lat = records.completion_s[served] - records.arrival_s[served]
+    return float(lat.mean() * 1e3) if lat.size else math.nan
+
+
+def live(args: argparse.Namespace, model: str, trace: object) -> RecordTable:
+    cmd = [
+        sys.executable, "-c", "from qosbatch.cli import main; main()", "serve",
+        "--model", model, "--profile", args.profile, "--policy", args.policy,
+        "--cores", str(args.cores), "--port", "0",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "serving on http://" in line:
+                url = "http://" + line.split("serving on http://")[1].split()[0]
+                break
+        else:
+            raise SystemExit("the server did not start")
+        return asyncio.run(run_load(url, model, trace)).records  # type: ignore[arg-type]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def row(name: str, m: Metrics, mean_ms: float) -> dict[str, float | str]:
+    return {
+        "run": name,
+        "attainment": m.attainment,
+        "mean_ms": mean_ms,
+        "p50_ms": m.p50_ms,
+        "p99_ms": m.p99_ms,
+        "rejected": m.rejected,
+        "late": m.late,
+        "mean_batch": m.mean_batch,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", required=True)
+    ap.add_argument("--policy", default="slo")
+    ap.add_argument("--workload", default="poisson:rate=12,duration_s=60,slo_ms=300")
+    ap.add_argument("--cores", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    profile = load_profile(args.profile)
+    model = profile.model.name
+    trace = parse_workload(args.workload).generate(np.random.default_rng(args.seed), model)
+    table = LatencyTable.from_profile(profile, args.cores)
+    sim = simulate(
+        trace, [Deployment(model, table, args.cores)], parse_policy(args.policy).factory()
+    ).records
+    got = live(args, model, trace)
+    rows = [
+        row("simulated", summarize(sim), mean_latency_ms(sim)),
+        row("live", summarize(got), mean_latency_ms(got)),
+    ]
+    err = {
+        k: (rows[1][k] - rows[0][k]) / rows[0][k] if rows[0][k] else math.nan  # type: ignore[operator]
+        for k in ("attainment", "mean_ms", "p50_ms", "p99_ms")
+    }
+    if args.json:
+        print(json.dumps({"rows": rows, "relative_error": err}, indent=1))
+        return
+    what = f"{args.workload}, policy {args.policy}, {args.cores} core(s)"
+    print(f"{model}, {len(trace)} requests, {what}")
+    keys = ("attainment", "mean_ms", "p50_ms", "p99_ms", "rejected", "late", "mean_batch")
+    print(f"{'run':<10}" + "".join(f"{k:>12}" for k in keys))
+    for r in rows:
+        print(f"{r['run']:<10}" + "".join(f"{float(r[k]):>12.3f}" for k in keys))
+    print("live vs simulated: " + ", ".join(f"{k} {100 * v:+.1f}%" for k, v in err.items()))
+
+
+if __name__ == "__main__":
+    main()
