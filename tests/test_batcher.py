@@ -1,0 +1,212 @@
+"""The live batcher's accounting with a fake worker: every request ends in exactly one Answer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from qosbatch.latency import AmdahlModel
+from qosbatch.policies.dynamic import DynamicPolicy
+from qosbatch.policies.slo import SloPolicy
+from qosbatch.serve.batcher import Batcher
+from qosbatch.serve.telemetry import Telemetry
+from qosbatch.serve.worker import BatchOutput, WorkerDied
+from qosbatch.testing import synthetic_table
+
+LAW = AmdahlModel(alpha=0.004, beta=0.0, gamma=0.0, delta=0.006)  # s(b) = 4b + 6 ms
+
+
+class FakeWorker:
+    """Runs nothing: the test finishes each batch by hand (or lets it die)."""
+
+    def __init__(self) -> None:
+        self.io = object()
+        self.label = "fake worker"
+        self.pid = 1
+        self.on_exit = None
+        self.batches: list[tuple[np.ndarray, tuple[int, ...], asyncio.Future]] = []
+        self.starts = 0
+
+    async def start(self) -> object:
+        self.starts += 1
+        return self.io
+
+    def run(self, batch: np.ndarray, cpus: tuple[int, ...]) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self.batches.append((batch.copy(), cpus, future))
+        return future
+
+    def finish(self, i: int = -1) -> None:
+        batch, _, future = self.batches[i]
+        future.set_result(BatchOutput(batch * 2, 0.001))
+
+    async def stop(self) -> None:
+        pass
+
+
+def make(policy, max_queue=100, workers=1, cores=1):
+    fakes = [FakeWorker() for _ in range(workers)]
+    batcher = Batcher(
+        "m",
+        policy,
+        synthetic_table(LAW, max_batch=8, max_cores=cores),
+        fakes,
+        tuple(range(cores)),
+        Telemetry(),
+        max_queue=max_queue,
+    )
+    return batcher, fakes
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+async def settle():
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_requests_are_stacked_into_one_batch_and_split_back():
+    async def scenario():
+        b, (w,) = make(DynamicPolicy(max_batch_size=4, max_queue_delay_ms=50))
+        await b.start()
+        xs = [np.full((1, 2), i, np.float32) for i in range(3)] + [np.ones((2, 2), np.float32)]
+        futures = [b.submit(x, budget_s=1.0) for x in xs]
+        await settle()
+        assert len(w.batches) == 1  # four requests: a full batch at once
+        batch, cpus, _ = w.batches[0]
+        assert batch.shape == (5, 2) and cpus == (0,)
+        w.finish()
+        answers = await asyncio.gather(*futures)
+        for x, a in zip(xs, answers, strict=True):
+            assert a.status == 200 and a.outcome == "on_time" and a.batch_size == 4
+            np.testing.assert_array_equal(a.output, x * 2)
+        await b.stop()
+
+    run(scenario())
+
+
+def test_a_full_queue_answers_503_with_a_reason():
+    async def scenario():
+        b, (w,) = make(DynamicPolicy(max_batch_size=1, max_queue_delay_ms=0), max_queue=2)
+        await b.start()
+        x = np.zeros((1, 2), np.float32)
+        first = b.submit(x, 1.0)
+        await settle()  # the first runs; two wait; the fourth finds the queue full
+        waiting = [b.submit(x, 1.0) for _ in range(2)]
+        full = await b.submit(x, 1.0)
+        assert full.status == 503 and "queue full: 2 requests waiting" in full.reason
+        for _ in range(3):
+            w.finish()
+            await settle()
+        assert all(a.status == 200 for a in await asyncio.gather(first, *waiting))
+        await b.stop()
+
+    run(scenario())
+
+
+def test_slo_sheds_a_hopeless_request_with_429_at_once():
+    async def scenario():
+        b, (w,) = make(SloPolicy())
+        await b.start()
+        answer = await b.submit(np.zeros((1, 2), np.float32), budget_s=0.002)  # 10 ms alone
+        assert answer.status == 429 and answer.outcome == "rejected"
+        assert "deadline cannot be met" in answer.reason
+        assert not w.batches
+        await b.stop()
+
+    run(scenario())
+
+
+def test_a_dead_worker_fails_its_batch_and_is_restarted():
+    async def scenario():
+        b, (w,) = make(DynamicPolicy(max_batch_size=2, max_queue_delay_ms=0))
+        await b.start()
+        x = np.zeros((1, 2), np.float32)
+        futures = [b.submit(x, 1.0) for _ in range(2)]
+        await settle()
+        _, _, running = w.batches[0]
+        b._worker_died(0, w, "killed by signal 9 (SIGKILL)")  # as the handle reports it
+        running.set_exception(WorkerDied("fake worker (pid 1) died mid-batch: SIGKILL"))
+        answers = await asyncio.gather(*futures)
+        assert all(a.status == 500 and "died mid-batch" in a.reason for a in answers)
+        await settle()
+        assert w.starts == 1  # restarted (it came already started)
+        after = b.submit(x, 1.0)
+        await settle()
+        w.finish()
+        assert (await after).status == 200
+        await b.stop()
+
+    run(scenario())
+
+
+def test_a_policy_that_raises_fails_its_requests_not_the_server():
+    class Broken(DynamicPolicy):
+        name = "broken"
+
+        def decide(self, view):
+            raise ZeroDivisionError("oops")
+
+    async def scenario():
+        b, _ = make(Broken())
+        await b.start()
+        answer = await b.submit(np.zeros((1, 2), np.float32), 1.0)
+        assert answer.status == 500 and "policy broken failed: oops" in answer.reason
+        await b.stop()
+
+    run(scenario())
+
+
+def test_stop_answers_what_still_waits():
+    async def scenario():
+        b, (w,) = make(DynamicPolicy(max_batch_size=8, max_queue_delay_ms=10_000))
+        await b.start()
+        waiting = b.submit(np.zeros((1, 2), np.float32), 100.0)
+        await settle()
+        assert not w.batches  # the policy holds it for a fuller batch
+        await b.stop()
+        answer = await waiting
+        assert answer.status == 503 and "stopped" in answer.reason
+
+    run(scenario())
+
+
+def test_drain_stops_waiting_for_arrivals_that_will_not_come():
+    async def scenario():
+        b, (w,) = make(DynamicPolicy(max_batch_size=8, max_queue_delay_ms=10_000))
+        await b.start()
+        pending = b.submit(np.zeros((1, 2), np.float32), 100.0)
+        await settle()
+        assert not w.batches
+        b.drain()
+        await settle()
+        assert len(w.batches) == 1  # draining: the partial batch goes now
+        w.finish()
+        assert (await pending).status == 200
+        refused = await b.submit(np.zeros((1, 2), np.float32), 1.0)
+        assert refused.status == 503 and "shutting down" in refused.reason
+        await b.stop()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("cores", [2])
+def test_in_place_scaling_hands_the_batch_the_cpus_the_policy_chose(cores):
+    async def scenario():
+        b, (w,) = make(SloPolicy(), cores=cores)
+        await b.start()
+        b.submit(np.zeros((1, 2), np.float32), 1.0)
+        await settle()
+        _, cpus, _ = w.batches[0]
+        assert 1 <= len(cpus) <= cores and set(cpus) <= set(range(cores))
+        assert b.queue.free_cores == cores - len(cpus)
+        w.finish()
+        await settle()
+        assert b.queue.free_cores == cores
+        await b.stop()
+
+    run(scenario())
