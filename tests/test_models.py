@@ -110,3 +110,18 @@ def test_parse_shape():
     for bad in ("", "a,b", "3,0"):
         with pytest.raises(UserError, match="--input-shape"):
             parse_shape(bad)
+
+
+def test_the_zoo_names_every_architecture_and_naming_needs_no_torch():
+    import subprocess
+    import sys
+
+    from qosbatch.models.nets import BUILDERS
+
+    assert set(BUILDERS) == set(ZOO)
+    code = (
+        "import sys; import qosbatch.serve.app, qosbatch.cli.serve_cmds; "
+        "from qosbatch.models.loading import resolve_model; resolve_model('resnet18'); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
