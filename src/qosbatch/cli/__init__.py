@@ -44,6 +44,7 @@ from qosbatch.cli import (  # noqa: E402, F401
     plan_cmds,
     profile_cmds,
     queue_cmds,
+    rl_cmds,
     serve_cmds,
     sim_cmds,
 )

@@ -28,6 +28,7 @@ from qosbatch.policies.fixed import FixedPolicy
 from qosbatch.policies.queue_optimal import QueueOptimalPolicy
 from qosbatch.policies.single import SinglePolicy
 from qosbatch.policies.slo import SloPolicy
+from qosbatch.rl.agent import AgentPolicy
 
 POLICIES: dict[str, type] = {
     "single": SinglePolicy,
@@ -36,6 +37,7 @@ POLICIES: dict[str, type] = {
     "aimd": AimdPolicy,
     "slo": SloPolicy,
     "queue-optimal": QueueOptimalPolicy,
+    "rl": AgentPolicy,  # rl:agent.zip, a trained agent (qosbatch train)
 }
 
 
@@ -99,6 +101,8 @@ def parse_policy(text: str) -> PolicySpec:
     name = name.strip()
     if name not in POLICIES:
         raise UserError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")
+    if name == "rl" and rest.strip() and "=" not in rest:
+        rest = f"agent={rest.strip()}"  # rl:agent.zip, the file's path as the one knob
     table = knobs(name)
     params: dict[str, Any] = {}
     for part in (p.strip() for p in rest.split(",")):

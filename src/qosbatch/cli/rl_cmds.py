@@ -1,0 +1,119 @@
+"""The learning layer's command: ``train`` a SAC agent on the simulator (BCEdge)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qosbatch.cli import app
+from qosbatch.core.errors import UserError
+
+DEFAULT_WORKLOADS = (
+    "mmpp:rates=8/50,switch_s=5/1,duration_s=60,slo=netdelay,base_ms=250,delay_ms=40",
+)
+
+
+@app.command()
+def train(
+    profile: Annotated[list[Path], typer.Option(help="The model's profile JSON (one model).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Agent file to write (.zip).")],
+    steps: Annotated[int, typer.Option(help="Environment steps (decision intervals).")] = 20_000,
+    workload: Annotated[
+        list[str] | None,
+        typer.Option(help="Workload spec to train on; repeatable (one is drawn per episode)."),
+    ] = None,
+    held_out: Annotated[
+        list[str] | None, typer.Option(help="Extra workload shapes for the evaluation only.")
+    ] = None,
+    instances: Annotated[
+        int | None, typer.Option(help="Most concurrent instances, one core each (default: cores).")
+    ] = None,
+    max_batch: Annotated[int, typer.Option(help="Largest batch the agent may choose.")] = 32,
+    interval: Annotated[float, typer.Option(help="Seconds between the agent's decisions.")] = 0.5,
+    seed: Annotated[int, typer.Option(help="Seed of training (SB3, torch, workloads).")] = 0,
+    eval_runs: Annotated[
+        int, typer.Option(help="Held-out seeds per workload in the final evaluation (0: skip).")
+    ] = 3,
+    plot: Annotated[
+        Path | None, typer.Option(help="Learning curve PNG (default: next to the agent).")
+    ] = None,
+) -> None:
+    """Train a SAC agent that sets batch size and concurrency; use it as --policy rl:FILE.
+
+    Ends with the agent against slo and utility-tuned dynamic on held-out seeds.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.table import Table
+
+    from qosbatch.core.profile import load_profile
+    from qosbatch.policies.latency_table import LatencyTable
+    from qosbatch.rl.evaluate import evaluate
+    from qosbatch.rl.train import train as run_training
+    from qosbatch.viz.learning_plot import plot_learning_curve
+    from qosbatch.workloads.spec import parse_workload
+
+    if len(profile) != 1:
+        raise UserError("train one agent per model: give exactly one --profile")
+    if steps < 100:
+        raise UserError(f"--steps must be >= 100, got {steps}")
+    if not 1 <= max_batch <= 128:
+        raise UserError(f"--max-batch must be 1 to 128, got {max_batch}")
+    if not interval > 0:
+        raise UserError(f"--interval must be > 0, got {interval}")
+    if eval_runs < 0:
+        raise UserError(f"--eval-runs must be >= 0, got {eval_runs}")
+    workloads = list(workload or DEFAULT_WORKLOADS)
+    for w in [*workloads, *(held_out or [])]:
+        parse_workload(w)  # a bad spec fails now, not after training
+    prof = load_profile(profile[0])
+    k = instances if instances is not None else max(prof.core_counts)
+    if k < 1:
+        raise UserError(f"--instances must be >= 1, got {k}")
+    console = Console()
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"training SAC on {prof.model.name}", total=steps)
+        result = run_training(
+            prof,
+            workloads,
+            steps,
+            output,
+            instances=k,
+            max_batch=max_batch,
+            interval_s=interval,
+            seed=seed,
+            on_step=lambda n: bar.update(task, completed=n),
+        )
+    console.print(f"wrote {result.path} ({steps} steps in {result.seconds:.0f} s)")
+    curve = plot or result.path.with_suffix(".png")
+    plot_learning_curve(result.episode_returns, curve, f"SAC on {prof.model.name}")
+    console.print(f"wrote {curve}")
+    if not eval_runs:
+        return
+    latency = LatencyTable.from_profile(prof, k, result.info.max_batch)
+    with console.status("evaluating on held-out seeds (tuning dynamic for utility first)..."):
+        scores = evaluate(
+            str(result.path), prof.model.name, latency, k, workloads, held_out or [], eval_runs
+        )
+    table = Table(
+        title=f"held-out: {eval_runs} seed(s) x {len(workloads) + len(held_out or [])} workload(s)"
+    )
+    for col in ("policy", "utility", "attainment %"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    for s in scores:
+        table.add_row(s.policy, f"{s.utility:.2f}", f"{100 * s.attainment:.2f}")
+    console.print(table)
+    rl, slo, dynamic = scores
+    if dynamic.utility > 0:
+        console.print(f"agent / tuned dynamic utility: {rl.utility / dynamic.utility:.2f}x")
+    if slo.utility > 0:
+        console.print(f"agent / slo utility: {rl.utility / slo.utility:.2f}x")

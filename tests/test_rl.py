@@ -1,0 +1,152 @@
+"""The learning scheduler: environment, action mapping, knob policy, agent files."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from tests.conftest import assert_one_line_error, make_profile, run_cli
+
+from qosbatch.core.profile import save_profile
+from qosbatch.policies.latency_table import LatencyTable
+from qosbatch.rl.env import BatchingEnv
+from qosbatch.rl.knobs import KnobPolicy, to_knobs
+from qosbatch.sim.kernel import Deployment, simulate
+from qosbatch.workloads.trace import Trace
+
+WORKLOAD = "mmpp:rates=20/120,switch_s=2/1,duration_s=20,slo=netdelay,base_ms=120,delay_ms=20"
+
+
+def law(b, c):
+    return (0.010 * b + 0.004) / c + 0.001 * b + 0.002
+
+
+@pytest.fixture(scope="module")
+def profile_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rl") / "synthetic.json"
+    save_profile(make_profile(law), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def agent(profile_path, tmp_path_factory):
+    from qosbatch.core.profile import load_profile
+    from qosbatch.rl.train import train
+
+    out = tmp_path_factory.mktemp("agent") / "agent.zip"
+    result = train(load_profile(profile_path), [WORKLOAD], 300, out, instances=2, seed=3)
+    assert result.path == out and out.is_file()
+    assert result.episode_returns  # 20 s episodes of 0.5 s steps: several finished
+    return out
+
+
+def test_environment_passes_the_gymnasium_checker():
+    table = LatencyTable.from_function(law, 32, 2)
+    env = BatchingEnv("m", table, 2, [WORKLOAD])
+    check_env(env, skip_render_check=True)
+    obs, _ = env.reset(seed=5)
+    assert env.observation_space.contains(obs)
+    total, steps = 0.0, 0
+    while True:
+        obs, reward, done, _, _ = env.step(env.action_space.sample())
+        total += reward
+        steps += 1
+        if done:
+            break
+    assert 30 <= steps <= 45  # one decision per 0.5 s of a 20 s workload
+    env.close()
+
+
+def test_an_episode_is_deterministic_for_a_seed():
+    table = LatencyTable.from_function(law, 32, 2)
+
+    def rollout():
+        env = BatchingEnv("m", table, 2, [WORKLOAD])
+        env.reset(seed=11)
+        out, done = [], False
+        while not done:
+            _, reward, done, _, _ = env.step(np.array([0.2, -0.3], np.float32))
+            out.append(reward)
+        return out
+
+    assert rollout() == rollout()
+
+
+def test_the_action_mapping_covers_every_batch_size_and_concurrency():
+    grid = np.linspace(-1, 1, 2001)
+    seen = {to_knobs((a, c), 32, 3) for a in grid for c in (-1.0, 0.0, 1.0)}
+    assert {b for b, _ in seen} == set(range(1, 33))
+    assert {k for _, k in seen} == {1, 2, 3}
+    assert to_knobs((-5, 9), 32, 3) == (1, 3)  # clipped
+
+
+def test_knob_policy_accounts_for_every_request_and_keeps_to_its_knobs():
+    table = LatencyTable.from_function(law, 32, 2)
+    rng = np.random.default_rng(0)
+    times = np.cumsum(rng.exponential(1 / 60, 2000))
+    trace = Trace.of(times, 150.0, "m")
+    asks = []
+
+    def controller(obs, stats):
+        asks.append(obs)
+        return 4, 1  # batches of up to 4 on the first instance only
+
+    res = simulate(trace, [Deployment("m", table, 2, 2)], lambda rng: KnobPolicy(controller, 32, 2))
+    r = res.records
+    assert len(r) == 2000  # every request ended (strict mode raises otherwise)
+    assert r.batch_size.max() <= 4
+    assert set(r.worker[r.worker >= 0].tolist()) == {0}
+    assert len(asks) >= times[-1] / 0.5 - 1
+    assert all(len(o) == 7 for o in asks)
+
+
+def test_a_trained_agent_loads_and_acts_in_simulate(agent, profile_path):
+    result = run_cli(
+        "simulate", "--profile", profile_path, "--policy", f"rl:{agent},slo",
+        "--workload", WORKLOAD, "--workers", 2, "--cores", 2, "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert rows[0]["policy"] == f"rl:agent={agent}"
+    assert rows[0]["requests"] == rows[0]["on_time"] + rows[0]["late"] + rows[0]["rejected"] > 0
+    assert rows[0]["mean_batch"] >= 1
+
+
+def test_agent_files_that_are_missing_corrupt_or_foreign_are_refused(agent, tmp_path):
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"not a zip")
+    bare = tmp_path / "bare.zip"
+    with zipfile.ZipFile(bare, "w") as z:
+        z.writestr("data", "{}")
+    for path, fragment in (
+        (tmp_path / "nope.zip", "agent file not found"),
+        (junk, "not a zip archive"),
+        (bare, "not a qosbatch agent"),
+    ):
+        result = run_cli("simulate", "--profile", "x.json", "--policy", f"rl:{path}",
+                         "--workload", WORKLOAD)  # fmt: skip
+        assert_one_line_error(result, fragment)
+
+
+def test_an_agent_for_another_model_is_refused(agent, tmp_path):
+    other = tmp_path / "other.json"
+    save_profile(make_profile(law, name="other-model"), other)
+    result = run_cli(
+        "simulate", "--profile", other, "--policy", f"rl:{agent}", "--workload", WORKLOAD,
+    )  # fmt: skip
+    assert_one_line_error(result, "trained for model 'synthetic', not 'other-model'")
+
+
+def test_train_cli_refuses_bad_arguments(profile_path, tmp_path):
+    out = tmp_path / "a.zip"
+    cases = [
+        (["--profile", profile_path, "--profile", profile_path], "one --profile"),
+        (["--profile", profile_path, "--steps", 5], "--steps"),
+        (["--profile", profile_path, "--workload", "bogus:x=1"], "bogus"),
+        (["--profile", tmp_path / "missing.json"], "missing.json"),
+    ]
+    for args, fragment in cases:
+        assert_one_line_error(run_cli("train", *args, "-o", out), fragment)
