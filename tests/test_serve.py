@@ -324,3 +324,31 @@ def test_bench_reports_simulate_keys_from_the_client_side(server, tmp_path):
     assert row["requests"] == row["on_time"] + row["late"] + row["rejected"] > 40
     assert row["errors"] == 0
     assert out.stat().st_size > 0
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_a_worker_changes_its_cores_in_place_without_restarting():
+    import asyncio
+
+    from qosbatch.models.loading import resolve_model
+    from qosbatch.serve.worker import WorkerHandle, WorkerSpec
+
+    cpus = tuple(sorted(os.sched_getaffinity(0))[:2])
+
+    async def scenario():
+        w = WorkerHandle(WorkerSpec(resolve_model(MODEL)), cpus, "worker 0 of small-cnn")
+        await w.start()
+        try:
+            x = np.ones((4, 3, 32, 32), np.float32)
+            seen = []
+            for use in (cpus[:1], cpus, cpus[1:]):
+                out = await w.run(x, use)
+                assert out.output.shape == (4, 10)
+                seen.append((w.pid, tuple(sorted(os.sched_getaffinity(w.pid)))))
+            return seen
+        finally:
+            await w.stop()
+
+    seen = asyncio.run(scenario())
+    assert [s[1] for s in seen] == [cpus[:1], cpus, cpus[1:]]
+    assert len({s[0] for s in seen}) == 1  # the same process throughout
