@@ -397,3 +397,20 @@ def test_capacity_target_and_tuning():
     assert tuned.spec.params["max_batch_size"] == 8  # batching carries more than batch 1
     with pytest.raises(UserError, match="only dynamic is tunable"):
         tune(trace_at(spec, 0, "m"), [Deployment("m", TABLE, 2)], parse_policy("slo"))
+
+
+def test_overhead_shifts_the_queue_and_judges_at_the_client():
+    from qosbatch.sim.overhead import client_side, server_side
+
+    table = synthetic_table(AmdahlModel(0.0, 0.0, 0.0, 0.010), max_batch=1, max_cores=1)
+    trace = Trace.of([0.0, 1.0], [10.5, 14.0], "m")  # each takes 10 ms alone
+    shifted = server_side(trace, 0.002)
+    assert shifted.time_s.tolist() == [0.002, 1.002]
+    res = simulate(shifted, [Deployment("m", table, 1)], parse_policy("single").factory(),
+                   deterministic=True)  # fmt: skip
+    assert res.records.outcome.tolist() == [ON_TIME, ON_TIME]  # on time at the server
+    seen = client_side(res.records, 0.002, 0.001)
+    assert seen.arrival_s.tolist() == [0.0, 1.0]
+    # 2 + 10 + 1 = 13 ms at the client: late for a 10.5 ms budget, on time for 14 ms.
+    assert seen.outcome.tolist() == [LATE, ON_TIME]
+    assert seen.completion_s[0] == pytest.approx(0.013)
