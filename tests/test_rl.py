@@ -150,3 +150,8 @@ def test_train_cli_refuses_bad_arguments(profile_path, tmp_path):
     ]
     for args, fragment in cases:
         assert_one_line_error(run_cli("train", *args, "-o", out), fragment)
+
+
+def test_serve_refuses_an_agent_trained_for_another_model(agent):
+    result = run_cli("serve", "--model", "noop", "--policy", f"rl:{agent}", "--port", 0)
+    assert_one_line_error(result, "trained for model 'synthetic', not 'noop'")

@@ -103,6 +103,16 @@ def serve(
     else:
         raise UserError("give --model (repeatable) or --plan")
     refs = [w[0] for w in wanted]
+    for ref, pspec, *_ in wanted:  # an agent trained for another model: refuse before loading
+        if pspec.name == "rl":
+            from qosbatch.rl.agent import read_info
+
+            trained_for = read_info(pspec.params["agent"]).model
+            if trained_for != ref.name:
+                raise UserError(
+                    f"agent {pspec.params['agent']} was trained for model {trained_for!r}, "
+                    f"not {ref.name!r}"
+                )
     profiles = {}
     for path in profile or []:
         p = load_profile(path)
