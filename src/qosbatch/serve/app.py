@@ -8,6 +8,7 @@ with a 4xx or 5xx status, as Triton answers, and none of them stops the server.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from starlette.applications import Starlette
@@ -172,7 +173,10 @@ def build_app(server: Server) -> Starlette:
         responses:
           200: {description: text exposition format}
         """
-        return Response(server.telemetry.render(), media_type=server.telemetry.content_type)
+        body = server.telemetry.render()
+        if inspect.isawaitable(body):  # (a deployment gathers its replicas' metrics)
+            body = await body
+        return Response(body, media_type=server.telemetry.content_type)
 
     async def openapi(request: Request) -> Response:
         """This document.

@@ -93,6 +93,8 @@ class ServedModel:
 class Server:
     config: ServerConfig
     telemetry: Telemetry = field(default_factory=Telemetry)
+    # Worker processes by default; InProcessWorker where a host (Ray) places processes.
+    worker_kind: type = WorkerHandle
     models: dict[str, ServedModel] = field(default_factory=dict)
     drain_requested: bool = False
     draining: bool = False
@@ -119,7 +121,7 @@ class Server:
         handles, at = [], 0
         for i in range(mc.workers):
             n = base + (i < extra)
-            handles.append(WorkerHandle(spec, mc.cpus[at : at + n], f"worker {i} of {name}"))
+            handles.append(self.worker_kind(spec, mc.cpus[at : at + n], f"worker {i} of {name}"))
             at += n
         started = time.perf_counter()
         try:

@@ -1,0 +1,117 @@
+"""One plan, one trace: ``qosbatch serve --plan`` against ``qosbatch deploy`` (Ray Serve).
+
+Both run the same model, policy, SLO and cores from one plan file; the same
+open-loop trace goes to each (``qosbatch bench``'s load generator), one after
+the other. Printed side by side: attainment, p50/p99 latency, throughput, and
+Ray's per-request overhead as the ratio of mean latencies at this load.
+
+    .venv/bin/python benchmarks/ray_vs_serve.py --model small-cnn --rate 40 --duration 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from qosbatch.client.loadgen import run_load
+from qosbatch.core.requests import REJECTED, RecordTable
+from qosbatch.metrics import summarize
+from qosbatch.workloads.spec import parse_workload
+
+PLAN = """\
+schema: qosbatch.plan
+version: 1
+models:
+- {{name: {model}, slo_ms: {slo}}}
+nodes:
+- name: node-0
+  replicas:
+  - {{model: {model}, cores: {cores}, policy: "{policy}", memory_mib: 500}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(args: list[str], timeout_s: float = 180) -> tuple[subprocess.Popen[str], str]:
+    cmd = [sys.executable, "-c", "from qosbatch.cli import main; main()", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    for line in proc.stdout:
+        if "serving on http://" in line:
+            return proc, "http://" + line.split("serving on http://")[1].split()[0]
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    raise SystemExit(f"{args[0]} did not start")
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def mean_ms(r: RecordTable) -> float:
+    served = r.outcome != REJECTED
+    return float((r.completion_s[served] - r.arrival_s[served]).mean() * 1e3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="small-cnn")
+    ap.add_argument("--policy", default="slo")
+    ap.add_argument("--slo-ms", type=float, default=100.0)
+    ap.add_argument("--cores", type=int, default=1)
+    ap.add_argument("--rate", type=float, default=40.0)
+    ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        plan = Path(tmp) / "plan.yaml"
+        plan.write_text(
+            PLAN.format(model=args.model, slo=args.slo_ms, cores=args.cores, policy=args.policy)
+        )
+        spec = f"poisson:rate={args.rate},duration_s={args.duration},slo_ms={args.slo_ms}"
+        trace = parse_workload(spec).generate(np.random.default_rng(args.seed), args.model)
+        rows = {}
+        for label, cli in (
+            ("qosbatch serve", ["serve", "--plan", str(plan), "--port", "0"]),
+            ("Ray Serve deploy", ["deploy", str(plan), "--port", str(free_port())]),
+        ):
+            proc, url = start(cli)
+            try:
+                records = asyncio.run(run_load(url, args.model, trace)).records
+            finally:
+                stop(proc)
+            rows[label] = (summarize(records), mean_ms(records))
+    print(
+        f"{args.model}, {len(trace)} requests: {spec}, policy {args.policy}, {args.cores} core(s)"
+    )
+    print(f"{'system':<18}{'attain %':>9}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}{'req/s':>8}")
+    for label, (m, mean) in rows.items():
+        print(
+            f"{label:<18}{100 * m.attainment:>9.2f}{m.p50_ms:>9.1f}{m.p99_ms:>9.1f}"
+            f"{mean:>9.1f}{m.throughput:>8.1f}"
+        )
+    (_, base), (_, ray) = rows.values()
+    print(f"Ray / serve mean latency: {ray / base:.2f}x (+{ray - base:.1f} ms per request)")
+
+
+if __name__ == "__main__":
+    main()
