@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -74,6 +75,56 @@ def _ray_processes() -> list[psutil.Process]:
     return out
 
 
+def _kill_a_replica_mid_load(port: int) -> None:
+    """SIGKILL mlp's replica with requests in flight: each is answered, Ray replaces it."""
+    import tritonclient.http as th
+
+    replica = next(p for p in _ray_processes() if "model-mlp" in " ".join(p.info["cmdline"]))
+    out: list = []
+    x = np.ones((64, 784), np.float32)
+    sender = threading.Thread(target=lambda: out.extend(_burst_model(port, "mlp", x, 40)))
+    sender.start()
+    time.sleep(0.3)
+    replica.kill()
+    sender.join(120)
+    assert len(out) == 40  # every request answered: a result or an error naming the cause
+    for r in out:
+        if isinstance(r, Exception):
+            assert "replica of mlp failed" in str(r), str(r)
+    deadline = time.monotonic() + 60
+    i = th.InferInput("input", [1, 784], "FP32")
+    i.set_data_from_numpy(np.ones((1, 784), np.float32))
+    while True:  # Ray starts a new replica
+        try:
+            th.InferenceServerClient(f"127.0.0.1:{port}").infer("mlp", [i])
+            break
+        except Exception:
+            assert time.monotonic() < deadline, "mlp did not come back"
+            time.sleep(1)
+
+
+def _burst_model(port: int, model: str, x: np.ndarray, n: int) -> list:
+    import asyncio
+
+    import tritonclient.http as th
+    import tritonclient.http.aio as tha
+
+    async def run():
+        c = tha.InferenceServerClient(f"127.0.0.1:{port}")
+        try:
+
+            def one():
+                i = th.InferInput("input", list(x.shape), "FP32")
+                i.set_data_from_numpy(x)
+                return c.infer(model, [i])
+
+            return await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
+        finally:
+            await c.close()
+
+    return asyncio.run(run())
+
+
 @pytest.mark.slow
 def test_deploy_serves_both_models_to_tritonclient_and_shuts_down_clean(plan):
     import tritonclient.http as th
@@ -107,6 +158,7 @@ def test_deploy_serves_both_models_to_tritonclient_and_shuts_down_clean(plan):
                 np.testing.assert_array_equal(out, x)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
             assert b'qosbatch_requests_total{model="mlp",outcome="on_time"} 1.0' in r.read()
+        _kill_a_replica_mid_load(port)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

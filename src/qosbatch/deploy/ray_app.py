@@ -68,12 +68,17 @@ class ModelReplica:
 class _RemoteBatcher:
     """What the HTTP layer calls ``batcher``: submits to the model's replicas."""
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, name: str, handle: Any) -> None:
+        self.name = name
         self.handle = handle
         self.ready = True
 
-    def submit(self, tensor: np.ndarray, budget_s: float, priority: int = 0) -> Any:
-        return self.handle.infer.remote(tensor, budget_s, priority)
+    async def submit(self, tensor: np.ndarray, budget_s: float, priority: int = 0) -> Answer:
+        try:
+            return await self.handle.infer.remote(tensor, budget_s, priority)
+        except Exception as exc:  # the replica died mid-request (Ray replaces it): say so
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return Answer(500, "error", reason=f"a replica of {self.name} failed: {reason}")
 
 
 class _RemoteTelemetry:
@@ -119,7 +124,7 @@ class Ingress:
             return ServedModel(
                 name,
                 self.configs[name],
-                _RemoteBatcher(self.handles[name]),  # type: ignore[arg-type]
+                _RemoteBatcher(name, self.handles[name]),  # type: ignore[arg-type]
                 inp,
                 tuple(d["outputs"]),
                 d["platform"],
