@@ -23,9 +23,6 @@ import argparse
 import asyncio
 import json
 import math
-import signal
-import subprocess
-import sys
 
 import numpy as np
 
@@ -37,6 +34,7 @@ from qosbatch.policies.latency_table import LatencyTable
 from qosbatch.policies.registry import parse_policy
 from qosbatch.sim.kernel import Deployment, simulate
 from qosbatch.sim.overhead import client_side, server_side
+from qosbatch.testing import running_server
 from qosbatch.workloads.spec import parse_workload
 from qosbatch.workloads.trace import Trace
 
@@ -65,32 +63,15 @@ def _server_latency(url: str, model: str) -> tuple[float, float]:
 
 
 def live(args: argparse.Namespace, model: str, trace: Trace) -> tuple[RecordTable, float]:
-    cmd = [
-        sys.executable, "-c", "from qosbatch.cli import main; main()", "serve",
-        "--model", model, "--profile", args.profile, "--policy", args.policy,
-        "--cores", str(args.cores), "--port", "0",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if "serving on http://" in line:
-                url = "http://" + line.split("serving on http://")[1].split()[0]
-                break
-        else:
-            raise SystemExit("the server did not start")
+    cli = ["serve", "--model", model, "--profile", args.profile, "--policy", args.policy,
+           "--cores", args.cores, "--port", 0]  # fmt: skip
+    with running_server(cli) as url:
         before = _server_latency(url, model)
-        records = asyncio.run(run_load(url, model, trace)).records  # type: ignore[arg-type]
+        records = asyncio.run(run_load(url, model, trace)).records
         after = _server_latency(url, model)
-        count = after[1] - before[1]
-        server_mean_s = (after[0] - before[0]) / count if count else math.nan
-        return records, server_mean_s
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    count = after[1] - before[1]
+    server_mean_s = (after[0] - before[0]) / count if count else math.nan
+    return records, server_mean_s
 
 
 def row(name: str, m: Metrics, mean_ms: float) -> dict[str, float | str]:

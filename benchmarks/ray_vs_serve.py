@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +21,7 @@ import numpy as np
 from qosbatch.client.loadgen import run_load
 from qosbatch.core.requests import REJECTED, RecordTable
 from qosbatch.metrics import summarize
+from qosbatch.testing import running_server
 from qosbatch.workloads.spec import parse_workload
 
 PLAN = """\
@@ -43,28 +40,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def start(args: list[str], timeout_s: float = 180) -> tuple[subprocess.Popen[str], str]:
-    cmd = [sys.executable, "-c", "from qosbatch.cli import main; main()", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout_s
-    for line in proc.stdout:
-        if "serving on http://" in line:
-            return proc, "http://" + line.split("serving on http://")[1].split()[0]
-        if time.monotonic() > deadline:
-            break
-    proc.kill()
-    raise SystemExit(f"{args[0]} did not start")
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(90)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def mean_ms(r: RecordTable) -> float:
@@ -94,11 +69,8 @@ def main() -> None:
             ("qosbatch serve", ["serve", "--plan", str(plan), "--port", "0"]),
             ("Ray Serve deploy", ["deploy", str(plan), "--port", str(free_port())]),
         ):
-            proc, url = start(cli)
-            try:
+            with running_server(cli) as url:
                 records = asyncio.run(run_load(url, args.model, trace)).records
-            finally:
-                stop(proc)
             rows[label] = (summarize(records), mean_ms(records))
     print(
         f"{args.model}, {len(trace)} requests: {spec}, policy {args.policy}, {args.cores} core(s)"

@@ -23,13 +23,12 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import signal
-import subprocess
-import sys
 import time
 
 import aiohttp
 import numpy as np
+
+from qosbatch.testing import running_server
 
 HEADER = "Inference-Header-Content-Length"
 
@@ -102,27 +101,10 @@ async def _served_load(url: str, model: str, batch: int, seconds: float) -> floa
 
 
 def served(model: str, batch: int, cores: int, seconds: float) -> float:
-    cmd = [
-        sys.executable, "-c", "from qosbatch.cli import main; main()", "serve",
-        "--model", model, "--policy", f"fixed:batch_size={batch}", "--cores", str(cores),
-        "--port", "0", "--slo", "600s",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if "serving on http://" in line:
-                url = "http://" + line.split("serving on http://")[1].split()[0]
-                break
-        else:
-            raise RuntimeError("the server did not start")
+    args = ["serve", "--model", model, "--policy", f"fixed:batch_size={batch}",
+            "--cores", cores, "--port", 0, "--slo", "600s"]  # fmt: skip
+    with running_server(args) as url:
         return asyncio.run(_served_load(url, model, batch, seconds))
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def main() -> None:

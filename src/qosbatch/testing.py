@@ -6,11 +6,17 @@
   workers, to call ``policy.decide`` directly and check its answer.
 - ``VirtualClock``: the clock a driver is given in tests, moved by hand.
 - ``poisson_trace``: a one-model Poisson trace in one line.
+- ``running_server``: ``qosbatch serve`` or ``deploy`` as a child process, for benchmarks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,3 +122,34 @@ def poisson_trace(
 ) -> Trace:
     times = arrivals.poisson(np.random.default_rng(seed), rate, duration_s)
     return Trace.of(times, slo_ms, model)
+
+
+@contextmanager
+def running_server(args: Sequence[str], timeout_s: float = 180.0) -> Iterator[str]:
+    """Run ``qosbatch ARGS`` (``serve ...`` or ``deploy ...``) as a child; yield its URL.
+
+    The URL is read from the banner the command prints once it serves; the child
+    gets SIGTERM (its drain) on the way out, and SIGKILL if it does not exit.
+    """
+    cmd = [sys.executable, "-c", "from qosbatch.cli import main; main()", *map(str, args)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + timeout_s
+        url = None
+        for line in proc.stdout:
+            if "serving on http://" in line:
+                url = "http://" + line.split("serving on http://")[1].split()[0]
+                break
+            if time.monotonic() > deadline:
+                break
+        if url is None:
+            raise RuntimeError(f"qosbatch {' '.join(map(str, args))} did not start")
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
