@@ -155,3 +155,17 @@ def test_train_cli_refuses_bad_arguments(profile_path, tmp_path):
 def test_serve_refuses_an_agent_trained_for_another_model(agent):
     result = run_cli("serve", "--model", "noop", "--policy", f"rl:{agent}", "--port", 0)
     assert_one_line_error(result, "trained for model 'synthetic', not 'noop'")
+
+
+def test_training_is_deterministic_for_a_seed(profile_path, tmp_path):
+    from stable_baselines3 import SAC
+
+    from qosbatch.core.profile import load_profile
+    from qosbatch.rl.train import train
+
+    profile = load_profile(profile_path)
+    runs = [train(profile, [WORKLOAD], 200, tmp_path / f"a{i}.zip", instances=2, seed=5)
+            for i in range(2)]  # fmt: skip
+    assert runs[0].episode_returns == runs[1].episode_returns
+    a, b = (SAC.load(r.path, device="cpu").policy.state_dict() for r in runs)
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
