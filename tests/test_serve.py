@@ -292,20 +292,23 @@ def _burst(url: str, x: np.ndarray, n: int) -> list:
 
 def test_sigterm_answers_accepted_requests_then_exits_0():
     s = Served("--model", MODEL, "--policy", "dynamic:max_batch_size=2,max_queue_delay_ms=1")
-    x = np.ones((32, 3, 32, 32), dtype=np.float32)
-    out: list = []
-    sender = threading.Thread(target=lambda: out.extend(_burst(s.url, x, 16)))
-    sender.start()
-    deadline = time.monotonic() + 20
-    while s.metric("qosbatch_queue_depth") < 4:  # accepted and waiting when the signal lands
-        assert time.monotonic() < deadline, "the requests never queued"
-    s.proc.send_signal(signal.SIGTERM)
-    sender.join(60)
-    assert len(out) == 16
-    assert all(not isinstance(r, Exception) for r in out), out  # all answered, none refused
-    assert all(r.as_numpy("output").shape == (32, 10) for r in out)
-    assert s.proc.wait(30) == 0
-    assert "draining" in "".join(s.log)
+    try:
+        x = np.ones((32, 3, 32, 32), dtype=np.float32)
+        out: list = []
+        sender = threading.Thread(target=lambda: out.extend(_burst(s.url, x, 16)))
+        sender.start()
+        deadline = time.monotonic() + 20
+        while s.metric("qosbatch_queue_depth") < 4:  # accepted and waiting when it lands
+            assert time.monotonic() < deadline, "the requests never queued"
+        s.proc.send_signal(signal.SIGTERM)
+        sender.join(60)
+        assert len(out) == 16
+        assert all(not isinstance(r, Exception) for r in out), out  # all answered
+        assert all(r.as_numpy("output").shape == (32, 10) for r in out)
+        assert s.proc.wait(30) == 0
+        assert "draining" in "".join(s.log)
+    finally:
+        s.stop()  # (a failed assertion must not leave the server running)
 
 
 def test_bench_reports_simulate_keys_from_the_client_side(server, tmp_path):
