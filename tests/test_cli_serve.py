@@ -71,14 +71,14 @@ nodes:
 
 
 def test_plan_assignment_groups_replicas_per_model(tmp_path):
-    from qosbatch.planner.files import NodeAssignment, read_node_assignment
+    from qosbatch.planner.files import PlannedModel, read_plan_models
 
     path = tmp_path / "plan.yaml"
     path.write_text(PLAN)
-    assert read_node_assignment(path, None) == [
-        NodeAssignment("mlp", "dynamic:max_batch_size=4,max_queue_delay_ms=1", 80.0, (1, 1))
+    assert read_plan_models(path, None) == [
+        PlannedModel("mlp", "dynamic:max_batch_size=4,max_queue_delay_ms=1", 80.0, (1, 1), (0, 0))
     ]
-    assert read_node_assignment(path, "big-0") == [NodeAssignment("noop", "slo", 5.0, (3,))]
+    assert read_plan_models(path, "big-0") == [PlannedModel("noop", "slo", 5.0, (3,), (0,))]
 
 
 @pytest.mark.parametrize(

@@ -70,7 +70,7 @@ def serve(
     from qosbatch.core.units import duration_ms
     from qosbatch.models.backends import check_backend
     from qosbatch.models.loading import ModelRef, parse_shape, resolve_model
-    from qosbatch.planner.files import read_node_assignment
+    from qosbatch.planner.files import read_plan_models
     from qosbatch.policies.registry import PolicySpec, parse_policy
     from qosbatch.profiling.pinning import available_cores
     from qosbatch.serve.server import ModelConfig, ServerConfig, bind
@@ -92,7 +92,7 @@ def serve(
     if plan is not None:
         if model:
             raise UserError("give --model or --plan, not both")
-        for a in read_node_assignment(plan, node):
+        for a in read_plan_models(plan, node):
             ref = resolve_model(a.model, shape)
             wanted.append((ref, parse_policy(a.policy), a.slo_ms / 1e3, sum(a.replica_cores),
                            len(a.replica_cores)))  # fmt: skip

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from qosbatch.core.errors import UserError
-from qosbatch.planner.files import read_yaml
+from qosbatch.planner.files import ALL_NODES, read_plan_models
 
 
 @dataclass(frozen=True)
@@ -24,32 +23,17 @@ class ModelDeployment:
 
 def read_layout(path: str | Path) -> list[ModelDeployment]:
     """Every replica of every node of the plan, grouped by model."""
-    data = read_yaml(path, "plan")
-    if not isinstance(data, dict) or data.get("schema") != "qosbatch.plan":
-        raise UserError(f"{path} is not a qosbatch plan (schema: qosbatch.plan)")
-    try:
-        slos = {str(m["name"]): float(m["slo_ms"]) for m in data["models"]}
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for node in data["nodes"]:
-            for r in node["replicas"]:
-                groups.setdefault(str(r["model"]), []).append(r)
-        out = []
-        for name, reps in groups.items():
-            policies = {str(r["policy"]) for r in reps}
-            if len(policies) > 1:
-                raise UserError(f"plan {path}: {name} has replicas with different policies")
-            out.append(
-                ModelDeployment(
-                    name,
-                    policies.pop(),
-                    slos[name],
-                    len(reps),
-                    max(int(r["cores"]) for r in reps),
-                    max(float(r.get("memory_mib", 0.0)) for r in reps),
-                )
-            )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"plan {path} is malformed: missing or bad {exc}") from None
+    out = [
+        ModelDeployment(
+            m.model,
+            m.policy,
+            m.slo_ms,
+            len(m.replica_cores),
+            max(m.replica_cores),
+            max(m.replica_memory_mib),
+        )
+        for m in read_plan_models(path, ALL_NODES)
+    ]
     if not out:
         raise UserError(f"plan {path} places no replica")
     return out

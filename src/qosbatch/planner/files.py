@@ -114,37 +114,50 @@ def write_plan(plan: Plan, path: str | Path) -> Path:
 
 
 @dataclass(frozen=True)
-class NodeAssignment:
-    """What a plan puts on one node for one model: what ``qosbatch serve --plan`` starts."""
+class PlannedModel:
+    """A model's replicas in a plan file (on one node, or on all): what serve and deploy start."""
 
     model: str
-    policy: str  # a policy spec string
+    policy: str  # a policy spec string, the same for every replica
     slo_ms: float
     replica_cores: tuple[int, ...]  # one entry per replica
+    replica_memory_mib: tuple[float, ...]  # the planner's estimate per replica (0: none)
 
 
-def read_node_assignment(path: str | Path, node: str | None) -> list[NodeAssignment]:
-    """The models, policies, SLOs and replicas a plan file puts on ``node`` (default: the first)."""
+ALL_NODES = "*"
+
+
+def read_plan_models(path: str | Path, node: str | None = ALL_NODES) -> list[PlannedModel]:
+    """The models a plan file places, with their replicas on ``node`` (None: the plan's
+    first node; ``ALL_NODES``: every node), grouped by model in order of appearance."""
     data = read_yaml(path, "plan")
     if not isinstance(data, dict) or data.get("schema") != "qosbatch.plan":
         raise UserError(f"{path} is not a qosbatch plan (schema: qosbatch.plan)")
     try:
-        nodes = {n["name"]: n for n in data["nodes"]}
-        slos = {m["name"]: float(m["slo_ms"]) for m in data["models"]}
-        if not nodes:
-            raise UserError(f"plan {path} rents no node")
-        if node is None:
-            node = next(iter(nodes))
-        if node not in nodes:
-            raise UserError(f"plan {path} has no node {node!r}; it has {', '.join(nodes)}")
-        out: dict[str, NodeAssignment] = {}
-        for r in nodes[node]["replicas"]:
-            name, policy, cores = str(r["model"]), str(r["policy"]), int(r["cores"])
-            seen = out.get(name)
-            if seen is not None and seen.policy != policy:
-                raise UserError(f"plan {path}: {name} has two policies on node {node}")
-            before = seen.replica_cores if seen else ()
-            out[name] = NodeAssignment(name, policy, slos[name], (*before, cores))
+        nodes = {str(n["name"]): n for n in data["nodes"]}
+        slos = {str(m["name"]): float(m["slo_ms"]) for m in data["models"]}
+        if node == ALL_NODES:
+            chosen = list(nodes.values())
+        else:
+            if not nodes:
+                raise UserError(f"plan {path} rents no node")
+            if node is None:
+                node = next(iter(nodes))
+            if node not in nodes:
+                raise UserError(f"plan {path} has no node {node!r}; it has {', '.join(nodes)}")
+            chosen = [nodes[node]]
+        groups: dict[str, tuple[str, list[int], list[float]]] = {}
+        for n in chosen:
+            for r in n["replicas"]:
+                name, policy = str(r["model"]), str(r["policy"])
+                seen_policy, cores, memory = groups.setdefault(name, (policy, [], []))
+                if seen_policy != policy:
+                    raise UserError(f"plan {path}: {name} has replicas with two policies")
+                cores.append(int(r["cores"]))
+                memory.append(float(r.get("memory_mib", 0.0)))
+        return [
+            PlannedModel(name, policy, slos[name], tuple(cores), tuple(memory))
+            for name, (policy, cores, memory) in groups.items()
+        ]
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"plan {path} is malformed: missing or bad {exc}") from None
-    return list(out.values())
