@@ -71,6 +71,7 @@ def serve(
     from qosbatch.models.backends import check_backend
     from qosbatch.models.loading import ModelRef, parse_shape, resolve_model
     from qosbatch.planner.files import read_plan_models
+    from qosbatch.policies.queue import split_evenly
     from qosbatch.policies.registry import PolicySpec, parse_policy
     from qosbatch.profiling.pinning import available_cores
     from qosbatch.serve.server import ModelConfig, ServerConfig, bind
@@ -105,14 +106,10 @@ def serve(
     refs = [w[0] for w in wanted]
     for ref, pspec, *_ in wanted:  # an agent trained for another model: refuse before loading
         if pspec.name == "rl":
-            from qosbatch.rl.agent import read_info
+            from qosbatch.rl.agent import check_trained_for, read_info
 
-            trained_for = read_info(pspec.params["agent"]).model
-            if trained_for != ref.name:
-                raise UserError(
-                    f"agent {pspec.params['agent']} was trained for model {trained_for!r}, "
-                    f"not {ref.name!r}"
-                )
+            agent = pspec.params["agent"]
+            check_trained_for(agent, read_info(agent), ref.name)
     profiles = {}
     for path in profile or []:
         p = load_profile(path)
@@ -134,8 +131,7 @@ def serve(
                 f"--cores must be between {len(refs)} (one per model) and the {len(cpus)} "
                 f"this machine lets us use, got {total}"
             )
-        share, extra = divmod(total, len(refs))
-        counts = [share + (i < extra) for i in range(len(refs))]
+        counts = split_evenly(total, len(refs))
     configs, at = [], 0
     for (ref, pspec, budget_s, _, n_workers), n in zip(wanted, counts, strict=True):
         configs.append(

@@ -42,6 +42,15 @@ class WorkerState:
     running_cores: int = 0
 
 
+def split_evenly(total: int, parts: int) -> list[int]:
+    """``total`` cores as ``parts`` near-equal shares, the first ones taking the remainder.
+
+    How every driver gives workers (and the CLI gives models) their nominal cores.
+    """
+    base, extra = divmod(total, parts)
+    return [base + (i < extra) for i in range(parts)]
+
+
 def priority_rank(priority: int) -> int:
     """Sort key of a priority level: 1 first, then 2, ...; 0 (the default) last."""
     return priority if priority > 0 else _LOWEST

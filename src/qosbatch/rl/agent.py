@@ -74,6 +74,12 @@ def read_info(path: str | Path) -> AgentInfo:
     return info
 
 
+def check_trained_for(path: str | Path, info: AgentInfo, model: str) -> None:
+    """Refuse an agent trained for another model (its observations mean something else)."""
+    if info.model != model:
+        raise UserError(f"agent {path} was trained for model {info.model!r}, not {model!r}")
+
+
 _LOADED: dict[str, tuple[AgentInfo, Any]] = {}
 
 
@@ -118,9 +124,7 @@ class AgentPolicy:
 
     def decide(self, view: QueueView) -> list[Decision]:
         if view.model != self.info.model:
-            raise UserError(
-                f"agent {self.agent} was trained for model {self.info.model!r}, not {view.model!r}"
-            )
+            check_trained_for(self.agent, self.info, view.model)
         return self.knobs.decide(view)
 
     def observe(self, done: CompletedBatch) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from qosbatch.policies.base import CompletedBatch, Dispatch, Policy, Reject
 from qosbatch.policies.latency_table import LatencyTable
-from qosbatch.policies.queue import ModelQueue, apply_decisions
+from qosbatch.policies.queue import ModelQueue, apply_decisions, split_evenly
 from qosbatch.serve.telemetry import Telemetry
 from qosbatch.serve.worker import BatchOutput, WorkerHandle
 
@@ -81,8 +81,7 @@ class Batcher:
         self.cpus = cpus
         self.telemetry = telemetry
         self.max_queue = max_queue
-        base, extra = divmod(len(cpus), len(workers))
-        nominal = [base + (i < extra) for i in range(len(workers))]
+        nominal = split_evenly(len(cpus), len(workers))
         self.queue = ModelQueue(model, nominal, len(cpus), latency)
         self._clock = clock
         self._ids = itertools.count()
@@ -196,10 +195,7 @@ class Batcher:
             )
         except Exception as exc:  # a broken policy fails its requests, not the server
             log.exception("%s: the policy failed", self.model)
-            reason = f"policy {self.policy.name} failed: {exc}"
-            for rid in q.fifo(len(q)):
-                q.take([rid])
-                self._finish(rid, Answer(500, "error", reason=reason))
+            self._fail_all(500, "error", f"policy {self.policy.name} failed: {exc}")
             return math.inf
         finally:
             self.telemetry.queue_depth.labels(self.model).set(len(q))

@@ -29,6 +29,7 @@ from qosbatch.core.profile import Profile
 from qosbatch.latency.amdahl import AmdahlModel
 from qosbatch.models.loading import ModelRef
 from qosbatch.policies.latency_table import DEFAULT_MAX_BATCH, LatencyTable
+from qosbatch.policies.queue import split_evenly
 from qosbatch.policies.registry import PolicySpec
 from qosbatch.serve.batcher import Batcher
 from qosbatch.serve.protocol import TensorSpec, datatype_of
@@ -117,10 +118,8 @@ class Server:
     async def _start_model(self, mc: ModelConfig, seed: np.random.SeedSequence) -> ServedModel:
         name = mc.ref.name
         spec = WorkerSpec(mc.ref, mc.backend, mc.device)
-        base, extra = divmod(len(mc.cpus), mc.workers)
         handles, at = [], 0
-        for i in range(mc.workers):
-            n = base + (i < extra)
+        for i, n in enumerate(split_evenly(len(mc.cpus), mc.workers)):
             handles.append(self.worker_kind(spec, mc.cpus[at : at + n], f"worker {i} of {name}"))
             at += n
         started = time.perf_counter()

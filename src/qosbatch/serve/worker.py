@@ -30,7 +30,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from multiprocessing import shared_memory
 from multiprocessing.connection import Connection
 from typing import Any
@@ -80,26 +80,12 @@ def worker_main(conn: Connection, spec: WorkerSpec, cpus: tuple[int, ...]) -> No
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.sched_setaffinity(0, cpus)
-    from qosbatch.models.backends import make_backend, sample_batch
-
     try:
-        backend = make_backend(spec.ref, spec.backend, spec.device, threads=len(cpus))
-        sample = sample_batch(spec.ref, 1)
-        out = np.asarray(backend.run(sample))
+        backend, io = _load(spec, len(cpus))
     except Exception as exc:
         _send(conn, {"ready": False, "error": _first_line(exc)})
         return
-    _send(
-        conn,
-        {
-            "ready": True,
-            "pid": os.getpid(),
-            "input_dtype": str(sample.dtype),
-            "input_shape": list(sample.shape[1:]),
-            "output_dtype": str(out.dtype),
-            "output_shape": list(out.shape[1:]),
-        },
-    )
+    _send(conn, {"ready": True, "pid": os.getpid(), **asdict(io)})
     segments: dict[str, shared_memory.SharedMemory] = {}
     pinned = tuple(cpus)
     while True:
@@ -131,6 +117,18 @@ def worker_main(conn: Connection, spec: WorkerSpec, cpus: tuple[int, ...]) -> No
             _send(conn, {"ok": True, "shape": list(out.shape), "dtype": str(out.dtype), "s": took})
         except Exception as exc:
             _send(conn, {"ok": False, "error": _first_line(exc)})
+
+
+def _load(spec: WorkerSpec, threads: int) -> tuple[Any, ModelIO]:
+    """The backend, and what a first batch of one says about the model's tensors."""
+    from qosbatch.models.backends import make_backend, sample_batch
+
+    backend = make_backend(spec.ref, spec.backend, spec.device, threads=threads)
+    sample = sample_batch(spec.ref, 1)
+    out = np.asarray(backend.run(sample))
+    return backend, ModelIO(
+        str(sample.dtype), tuple(sample.shape[1:]), str(out.dtype), tuple(out.shape[1:])
+    )
 
 
 def _calibrate(backend: Any, ref: ModelRef, batches: list[int]) -> list[list[float]]:
@@ -239,7 +237,7 @@ class WorkerHandle:
             tuple(head["input_shape"]),
             head["output_dtype"],
             tuple(head["output_shape"]),
-        )
+        )  # (JSON turned the shapes into lists)
         return self.io
 
     async def calibrate(self, cpus: tuple[int, ...], batches: tuple[int, ...]) -> list[float]:
@@ -424,17 +422,9 @@ class InProcessWorker:
         self._threads = len(cpus)
 
     async def start(self) -> ModelIO:
-        from qosbatch.models.backends import make_backend, sample_batch
-
         def build() -> ModelIO:
-            self._backend = make_backend(
-                self.spec.ref, self.spec.backend, self.spec.device, threads=self._threads
-            )
-            sample = sample_batch(self.spec.ref, 1)
-            out = np.asarray(self._backend.run(sample))
-            return ModelIO(
-                str(sample.dtype), sample.shape[1:], str(out.dtype), tuple(out.shape[1:])
-            )
+            self._backend, io = _load(self.spec, self._threads)
+            return io
 
         self.starts += 1
         self.io = await asyncio.get_running_loop().run_in_executor(self._pool, build)

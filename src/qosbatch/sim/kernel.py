@@ -36,7 +36,7 @@ from qosbatch.policies.base import (
     Reject,
 )
 from qosbatch.policies.latency_table import LatencyTable
-from qosbatch.policies.queue import ModelQueue, apply_decisions
+from qosbatch.policies.queue import ModelQueue, apply_decisions, split_evenly
 from qosbatch.sim.service import ServiceSampler
 from qosbatch.workloads.trace import Trace
 
@@ -79,8 +79,7 @@ class Deployment:
                 )
 
     def worker_cores(self) -> list[int]:
-        base, extra = divmod(self.cores, self.workers)
-        return [base + (i < extra) for i in range(self.workers)]
+        return split_evenly(self.cores, self.workers)
 
 
 @dataclass(frozen=True)
