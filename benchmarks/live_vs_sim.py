@@ -28,8 +28,8 @@ import numpy as np
 
 from qosbatch.client.loadgen import run_load
 from qosbatch.core.profile import load_profile
-from qosbatch.core.requests import REJECTED, RecordTable
-from qosbatch.metrics import Metrics, summarize
+from qosbatch.core.requests import RecordTable
+from qosbatch.metrics import Metrics, mean_latency_ms, summarize
 from qosbatch.policies.latency_table import LatencyTable
 from qosbatch.policies.registry import parse_policy
 from qosbatch.sim.kernel import Deployment, simulate
@@ -37,12 +37,6 @@ from qosbatch.sim.overhead import client_side, server_side
 from qosbatch.testing import running_server
 from qosbatch.workloads.spec import parse_workload
 from qosbatch.workloads.trace import Trace
-
-
-def mean_latency_ms(records: RecordTable) -> float:
-    served = records.outcome != REJECTED
-    lat = records.completion_s[served] - records.arrival_s[served]
-    return float(lat.mean() * 1e3) if lat.size else math.nan
 
 
 def _server_latency(url: str, model: str) -> tuple[float, float]:

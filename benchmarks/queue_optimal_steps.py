@@ -21,29 +21,22 @@ import math
 import numpy as np
 
 from qosbatch.core.profile import load_profile
-from qosbatch.core.requests import REJECTED
-from qosbatch.metrics import Metrics, summarize
+from qosbatch.metrics import Metrics, mean_latency_ms, summarize
 from qosbatch.policies.latency_table import LatencyTable
 from qosbatch.policies.registry import PolicySpec, parse_policy
 from qosbatch.sim.capacity import DYNAMIC_GRID
-from qosbatch.sim.kernel import Deployment, SimResult, simulate
+from qosbatch.sim.kernel import Deployment, simulate
 from qosbatch.testing import synthetic_profile
 from qosbatch.workloads import parse_workload
 
 STEPS = (0.1, 0.4, 0.7, 0.25)  # rate per step, as a fraction of the batching capacity
 
 
-def mean_latency_ms(result: SimResult) -> float:
-    rec = result.records
-    served = rec.outcome != REJECTED
-    return float(np.mean(rec.completion_s[served] - rec.arrival_s[served])) * 1e3
-
-
 def run(
     trace: object, deps: list[Deployment], spec: PolicySpec, seed: int
 ) -> tuple[Metrics, float]:
     res = simulate(trace, deps, spec.factory(), seed=seed)  # type: ignore[arg-type]
-    return summarize(res.records), mean_latency_ms(res)
+    return summarize(res.records), mean_latency_ms(res.records)
 
 
 def best_of(

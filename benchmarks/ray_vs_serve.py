@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from qosbatch.client.loadgen import run_load
-from qosbatch.core.requests import REJECTED, RecordTable
-from qosbatch.metrics import summarize
+from qosbatch.metrics import mean_latency_ms, summarize
 from qosbatch.testing import running_server
 from qosbatch.workloads.spec import parse_workload
 
@@ -40,11 +39,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def mean_ms(r: RecordTable) -> float:
-    served = r.outcome != REJECTED
-    return float((r.completion_s[served] - r.arrival_s[served]).mean() * 1e3)
 
 
 def main() -> None:
@@ -71,7 +65,7 @@ def main() -> None:
         ):
             with running_server(cli) as url:
                 records = asyncio.run(run_load(url, args.model, trace)).records
-            rows[label] = (summarize(records), mean_ms(records))
+            rows[label] = (summarize(records), mean_latency_ms(records))
     print(
         f"{args.model}, {len(trace)} requests: {spec}, policy {args.policy}, {args.cores} core(s)"
     )

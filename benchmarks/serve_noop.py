@@ -511,21 +511,7 @@ def ensure_pytriton(args: argparse.Namespace, logs: Path) -> tuple[str, dict[str
         t1 = time.monotonic()
         pip_log = logs / "install-pytriton.log"
         shutil.rmtree(venv, ignore_errors=True)
-        steps = [
-            [py.executable, "-m", "venv", str(venv)],
-            [
-                str(vpy),
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                args.pytriton_spec,
-            ],
-        ]
-        for step in steps:
-            if run_logged(step, pip_log, INSTALL_TIMEOUT_S).returncode != 0:
-                raise Skip(f"`{shlex.join(step)}` failed; see {pip_log}:\n{tail(pip_log)}")
+        make_venv(py.executable, venv, [args.pytriton_spec], pip_log)
         stamp.write_text(json.dumps(want))
         spent += time.monotonic() - t1
     env = {
@@ -536,6 +522,15 @@ def ensure_pytriton(args: argparse.Namespace, logs: Path) -> tuple[str, dict[str
     }
     check_pytriton_binaries(str(vpy), py.version, env)
     return str(vpy), env, spent
+
+
+def make_venv(python: str, venv: Path, packages: list[str], pip_log: Path) -> None:
+    """A venv from ``python`` with ``packages``; a failing step skips with pip's last lines."""
+    vpy = venv / "bin" / "python"
+    pip = [str(vpy), "-m", "pip", "install", "-q", "--disable-pip-version-check", *packages]
+    for step in ([python, "-m", "venv", str(venv)], pip):
+        if run_logged(step, pip_log, INSTALL_TIMEOUT_S).returncode != 0:
+            raise Skip(f"`{shlex.join(step)}` failed; see {pip_log}:\n{tail(pip_log)}")
 
 
 def check_pytriton_binaries(vpy: str, version: str, env: dict[str, str]) -> None:
@@ -577,21 +572,7 @@ def ensure_starlette(allow_install: bool, logs: Path) -> tuple[str, float]:
     t0 = time.monotonic()
     log(f"installing starlette and uvicorn[standard] into {venv}")
     pip_log = logs / "install-starlette.log"
-    for step in (
-        [sys.executable, "-m", "venv", str(venv)],
-        [
-            str(vpy),
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            "starlette",
-            "uvicorn[standard]",
-        ],
-    ):
-        if run_logged(step, pip_log, INSTALL_TIMEOUT_S).returncode != 0:
-            raise Skip(f"`{shlex.join(step)}` failed; see {pip_log}:\n{tail(pip_log)}")
+    make_venv(sys.executable, venv, ["starlette", "uvicorn[standard]"], pip_log)
     return str(vpy), time.monotonic() - t0
 
 

@@ -108,6 +108,14 @@ def summarize(records: RecordTable | Iterable[Record], span_s: float | None = No
     )
 
 
+def mean_latency_ms(records: RecordTable) -> float:
+    """Mean latency of the served requests (nan when none was): what the queueing model
+    predicts, so the benchmarks that check it against runs compare this, not p50."""
+    served = records.outcome != REJECTED
+    latency = records.completion_s[served] - records.arrival_s[served]
+    return float(latency.mean() * 1e3) if latency.size else math.nan
+
+
 def rejection_reasons(records: RecordTable, top: int = 5) -> list[tuple[str, int]]:
     """The most frequent rejection reasons (numbers stripped, so alike reasons group)."""
     import re
