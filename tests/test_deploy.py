@@ -167,5 +167,7 @@ def test_deploy_serves_both_models_to_tritonclient_and_shuts_down_clean(plan):
             proc.kill()
             raise
     assert rc == 0
-    time.sleep(2)
+    deadline = time.monotonic() + 15  # Ray's processes exit (and get reaped) shortly after
+    while _ray_processes() and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert not _ray_processes(), [p.info["cmdline"] for p in _ray_processes()]
