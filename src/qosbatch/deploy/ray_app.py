@@ -23,6 +23,7 @@ from starlette.responses import Response
 from qosbatch.serve.batcher import Answer
 from qosbatch.serve.protocol import TensorSpec
 from qosbatch.serve.server import ModelConfig, ServedModel, Server, ServerConfig
+from qosbatch.serve.telemetry import Telemetry
 from qosbatch.serve.worker import InProcessWorker
 
 # Ray Serve admits only a few requests per replica at a time by default (5) and queues
@@ -82,7 +83,7 @@ class _RemoteBatcher:
 
 
 class _RemoteTelemetry:
-    content_type = "text/plain; version=0.0.4; charset=utf-8"
+    content_type = Telemetry.content_type
 
     def __init__(self, handles: dict[str, Any]) -> None:
         self.handles = handles

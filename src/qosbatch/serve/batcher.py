@@ -79,7 +79,6 @@ class Batcher:
         self.policy = policy
         self.workers = workers
         self.cpus = cpus
-        self.telemetry = telemetry
         self.max_queue = max_queue
         nominal = split_evenly(len(cpus), len(workers))
         self.queue = ModelQueue(model, nominal, len(cpus), latency)
@@ -96,8 +95,9 @@ class Batcher:
         self.broken = ""  # why the model can no longer serve, once no worker can start
         for i, w in enumerate(workers):
             w.on_exit = partial(self._worker_died, i)
-        for i, c in enumerate(nominal):
-            telemetry.worker_cores.labels(model, str(i)).set(c)
+        self.series = telemetry.series(model, len(workers))
+        for gauge, c in zip(self.series.worker_cores, nominal, strict=True):
+            gauge.set(c)
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -155,7 +155,7 @@ class Batcher:
             rid = next(self._ids)
             self._waiting[rid] = _Waiting(tensor, future, now, now + budget_s)
             self.queue.push(rid, now, now + budget_s, priority)
-            self.telemetry.queue_depth.labels(self.model).set(len(self.queue))
+            self.series.queue_depth.set(len(self.queue))
             self._wake.set()
         return future
 
@@ -198,7 +198,7 @@ class Batcher:
             self._fail_all(500, "error", f"policy {self.policy.name} failed: {exc}")
             return math.inf
         finally:
-            self.telemetry.queue_depth.labels(self.model).set(len(q))
+            self.series.queue_depth.set(len(q))
 
     def _dispatch(self, d: Dispatch, now: float) -> None:
         q = self.queue
@@ -219,8 +219,8 @@ class Batcher:
         q.free_cores -= d.cores
         q.idle_workers -= 1
         self._held[d.worker] = cpus
-        self.telemetry.batch_size.labels(self.model).observe(len(ids))
-        self.telemetry.worker_cores.labels(self.model, str(d.worker)).set(d.cores)
+        self.series.batch_size.observe(len(ids))
+        self.series.worker_cores[d.worker].set(d.cores)
         try:
             future = self.workers[d.worker].run(batch, cpus)
         except Exception as exc:  # (the segment could not grow, the pipe broke): fail the batch
@@ -255,7 +255,7 @@ class Batcher:
         if w not in self._dead:  # a dead worker turns idle when it is back
             worker.idle = True
             q.idle_workers += 1
-        self.telemetry.worker_cores.labels(self.model, str(w)).set(q.workers[w].cores)
+        self.series.worker_cores[w].set(q.workers[w].cores)
         error = future.exception() if not future.cancelled() else RuntimeError("cancelled")
         if error is not None:
             for m in members:
@@ -293,7 +293,7 @@ class Batcher:
             worker.idle = False
             self.queue.idle_workers -= 1
         self._dead.add(w)
-        self.telemetry.worker_restarts.labels(self.model).inc()
+        self.series.restarts.inc()
         task = asyncio.get_running_loop().create_task(self._restart(w, handle))
         self._restarts.add(task)
         task.add_done_callback(self._restarts.discard)
@@ -338,8 +338,8 @@ class Batcher:
         arrival_s: float | None = None,
         now: float | None = None,
     ) -> None:
-        self.telemetry.requests.labels(self.model, answer.outcome).inc()
+        self.series.outcome[answer.outcome].inc()
         if answer.status == 200 and arrival_s is not None and now is not None:
-            self.telemetry.latency.labels(self.model).observe(now - arrival_s)
+            self.series.latency.observe(now - arrival_s)
         if not future.done():  # (a client that hung up cancelled it)
             future.set_result(answer)

@@ -8,6 +8,9 @@ has: a worker that died or a model that raised.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -16,6 +19,19 @@ _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
 )  # fmt: skip
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class ModelSeries:
+    """One model's series, their labels bound once: the batcher updates them per request,
+    and ``labels()`` costs a dictionary lookup under a lock each time it is called."""
+
+    outcome: dict[str, Any]  # outcome -> its requests counter
+    latency: Any
+    batch_size: Any
+    queue_depth: Any
+    worker_cores: list[Any]  # per worker
+    restarts: Any
 
 
 class Telemetry:
@@ -70,6 +86,16 @@ class Telemetry:
         for knob, value in knobs.items():
             if isinstance(value, int | float) and not isinstance(value, bool):
                 self.policy_setting.labels(model, policy, knob).set(float(value))
+
+    def series(self, model: str, workers: int) -> ModelSeries:
+        return ModelSeries(
+            {o: self.requests.labels(model, o) for o in LIVE_OUTCOMES},
+            self.latency.labels(model),
+            self.batch_size.labels(model),
+            self.queue_depth.labels(model),
+            [self.worker_cores.labels(model, str(i)) for i in range(workers)],
+            self.worker_restarts.labels(model),
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
