@@ -147,7 +147,7 @@ class KnobPolicy:
     # ---- the controller -----------------------------------------------------------------
 
     def _ask(self, view: QueueView, now: float) -> None:
-        obs = observation(view, now, self.b, self.k, self.stats, self)
+        obs = observation(view, now, self)
         stats, self.stats = self.stats, IntervalStats()
         b, k = self.controller(obs, stats)
         self.b = min(max(int(b), 1), self.max_batch)
@@ -158,10 +158,9 @@ class KnobPolicy:
             self.next_s += self.interval_s
 
 
-def observation(
-    view: QueueView, now: float, b: int, k: int, stats: IntervalStats, p: KnobPolicy
-) -> list[float]:
+def observation(view: QueueView, now: float, p: KnobPolicy) -> list[float]:
     """The agent's view of one model, every entry of order 1 (see OBSERVATION_SIZE)."""
+    b, k, stats = p.b, p.k, p.stats
     latency = view.latency
     cores = view.workers[0].cores
     capacity = p.max_batch / latency.s(p.max_batch, cores) * p.max_instances  # requests/s
