@@ -32,6 +32,7 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry("resnet50", (3, 224, 224), "ResNet-50, ImageNet-sized"),
         ZooEntry("mobilenet", (3, 224, 224), "MobileNetV2 1.0, ImageNet-sized"),
         ZooEntry("mlp", (784,), "3-layer perceptron on 28x28 inputs"),
+        ZooEntry("wide-mlp", (784,), "4-layer 4096-wide perceptron: memory-bound at batch 1"),
         ZooEntry("small-cnn", (3, 32, 32), "2-conv CNN on 32x32 inputs"),
         ZooEntry("noop", (4,), "identity on 4 floats, for serving overhead"),
     ]
