@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+
 from tests.conftest import assert_one_line_error, run_cli
 
 
@@ -47,6 +48,8 @@ def test_serve_busy_port_is_one_line():
          "--max-requests"),
         (["--workload", "poisson:rate=10,duration_s=1,slo_ms=9", "--url",
           "http://127.0.0.1:9"], "cannot reach"),
+        (["--workload", "poisson:rate=1,duration_s=1,slo_ms=9", "--encoding", "xml"],
+         "--encoding must be binary or json"),
     ],
 )  # fmt: skip
 def test_bench_bad_arguments(args, fragment):

@@ -8,7 +8,8 @@ so both are judged by the same code. Definitions (docs/policies.md explains them
 - span_s = from the first arrival to the last answer; rates are per second of it:
   goodput = on_time / span, throughput = served (on_time + late) / span;
 - p50/p95/p99_ms: latency (answer - arrival) of served requests;
-- mean_batch: mean size of the batches that ran (each batch counted once);
+- mean_batch: mean size of the batches that ran (each batch counted once; nan when the
+  server does not say its batch sizes);
 - core_seconds: sum over batches of cores x service time;
 - utility (of the BCEdge kind: throughput rewarded, latency penalised):
   goodput x (1 - 0.5 x mean(latency / budget) over on-time requests). An answer
@@ -77,9 +78,10 @@ def summarize(records: RecordTable | Iterable[Record], span_s: float | None = No
     if latency.size:
         p50, p95, p99 = (float(x) * 1e3 for x in np.percentile(latency, [50, 95, 99]))
         sizes = table.batch_size[served].astype(float)
-        mean_batch = float(latency.size / np.sum(1.0 / sizes))
+        # A server that does not say its batch sizes (a peer measured live) has none here.
+        mean_batch = float(latency.size / np.sum(1.0 / sizes)) if sizes.min() > 0 else math.nan
         service = table.completion_s[served] - table.dispatch_s[served]
-        core_seconds = float(np.sum(table.cores[served] * service / sizes))
+        core_seconds = float(np.sum(table.cores[served] * service / np.maximum(sizes, 1.0)))
     else:
         p50 = p95 = p99 = mean_batch = math.nan
         core_seconds = 0.0

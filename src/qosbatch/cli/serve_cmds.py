@@ -193,6 +193,12 @@ def bench(
     ] = None,
     max_requests: Annotated[int, typer.Option(help="Refuse workloads larger than this.")] = 100_000,
     connections: Annotated[int, typer.Option(help="Most connections open at once.")] = 256,
+    encoding: Annotated[
+        str,
+        typer.Option(
+            help="binary (Triton's binary tensors) or json (plain v2, for MLServer and others)."
+        ),
+    ] = "binary",
     seed: Annotated[int, typer.Option(help="Seed of the workload.")] = 0,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print a JSON list with one object, as simulate does.")
@@ -217,6 +223,8 @@ def bench(
 
     if (trace is None) == (workload is None):
         raise UserError("give exactly one of --trace and --workload")
+    if encoding not in ("binary", "json"):
+        raise UserError(f"--encoding must be binary or json, got {encoding!r}")
     if not url.startswith(("http://", "https://")):
         raise UserError(f"--url must start with http:// or https://, got {url!r}")
     spec = parse_workload(workload if workload is not None else f"trace:path={trace}")
@@ -233,7 +241,9 @@ def bench(
         )
     if not len(t):
         raise UserError("the workload has no requests")
-    result = asyncio.run(run_load(url, model, t, max_connections=connections))
+    result = asyncio.run(
+        run_load(url, model, t, max_connections=connections, encoding=encoding)  # type: ignore[arg-type]
+    )
     m = summarize(result.records)
     row = {"policy": f"live {model}", **m.to_json(), "errors": result.errors}
     if json_out:

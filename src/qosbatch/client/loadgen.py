@@ -22,6 +22,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import aiohttp
 import numpy as np
@@ -32,6 +33,13 @@ from qosbatch.serve.protocol import BINARY_CONTENT_TYPE, DATATYPES, HEADER_LENGT
 from qosbatch.workloads.trace import Trace
 
 ERROR_PREFIX = "error: "  # reasons of failures that were not the server's deliberate rejection
+Encoding = Literal["binary", "json"]
+SloParameters = Callable[[float], dict[str, Any]]  # a request's budget (ms) -> its parameters
+
+
+def slo_ms_parameter(slo_ms: float) -> dict[str, Any]:
+    """qosbatch's own field; a server without a deadline field ignores it."""
+    return {"slo_ms": slo_ms}
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,9 @@ async def _input_spec(
     return spec["name"], spec["datatype"], shape
 
 
-def _header(name: str, datatype: str, shape: list[int], nbytes: int, slo_ms: float) -> bytes:
+def _header(
+    name: str, datatype: str, shape: list[int], nbytes: int, parameters: dict[str, Any]
+) -> bytes:
     """The JSON part of a binary-extension request; the raw tensor follows it."""
     head = {
         "inputs": [
@@ -69,9 +79,27 @@ def _header(name: str, datatype: str, shape: list[int], nbytes: int, slo_ms: flo
                 "parameters": {"binary_data_size": nbytes},
             }
         ],
-        "parameters": {"slo_ms": slo_ms, "binary_data_output": True},
+        "parameters": {**parameters, "binary_data_output": True},
     }
     return json.dumps(head).encode()
+
+
+def _json_body(
+    name: str, datatype: str, shape: list[int], data: list[Any], parameters: dict[str, Any]
+) -> bytes:
+    """A plain v2 JSON request: what every v2 server (MLServer, Triton, KServe) accepts."""
+    request: dict[str, Any] = {
+        "inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}]
+    }
+    if parameters:
+        request["parameters"] = parameters
+    return json.dumps(request).encode()
+
+
+def _batch_size(body: bytes, size: int) -> int:
+    """The batch the server says the request ran in (qosbatch answers it; 0: not said)."""
+    params = json.loads(body[:size]).get("parameters") or {}
+    return int(params.get("batch_size", 0))
 
 
 async def run_load(
@@ -82,8 +110,18 @@ async def run_load(
     max_connections: int = 256,
     grace_s: float = 10.0,
     progress: Callable[[int, int], None] | None = None,
+    encoding: Encoding = "binary",
+    slo_parameters: SloParameters = slo_ms_parameter,
 ) -> LoadResult:
-    """Send ``trace`` (one model's requests) to ``url`` open-loop; one record per request."""
+    """Send ``trace`` (one model's requests) to ``url`` open-loop; one record per request.
+
+    ``encoding`` "json" sends plain v2 JSON, for servers without Triton's binary
+    extension; ``slo_parameters`` turns a request's budget into the ``parameters``
+    the server reads it from (qosbatch's ``slo_ms``, Triton's ``timeout``, or none).
+    Either way a reply after the budget counts as late: one rule for every server.
+    """
+    if encoding not in ("binary", "json"):
+        raise UserError(f"unknown encoding {encoding!r}; choose binary or json")
     if not len(trace):
         raise UserError("the workload has no requests")
     url = url.rstrip("/")
@@ -94,6 +132,7 @@ async def run_load(
         rng = np.random.default_rng(0)
         sample = rng.standard_normal(shape).astype(DATATYPES[datatype])
         raw = sample.tobytes()
+        data = sample.reshape(-1).tolist()
         n = len(trace)
         times = trace.time_s.tolist()
         slos = trace.slo_ms.tolist()
@@ -105,18 +144,28 @@ async def run_load(
         start = loop.time() + 0.05
         infer = f"{url}/v2/models/{model}/infer"
 
+        def request(i: int) -> tuple[bytes, dict[str, str]]:
+            parameters = slo_parameters(slos[i])
+            if encoding == "json":
+                body = _json_body(name, datatype, shape, data, parameters)
+                return body, {"content-type": "application/json"}
+            head = _header(name, datatype, shape, len(raw), parameters)
+            return head + raw, {HEADER_LENGTH: str(len(head)), "content-type": BINARY_CONTENT_TYPE}
+
         async def one(i: int) -> None:
-            head = _header(name, datatype, shape, len(raw), slos[i])
-            headers = {HEADER_LENGTH: str(len(head)), "content-type": BINARY_CONTENT_TYPE}
+            body, headers = request(i)
             try:
-                async with session.post(infer, data=head + raw, headers=headers) as r:
+                async with session.post(infer, data=body, headers=headers) as r:
                     body = await r.read()
                     done_s[i] = loop.time() - start
                     status[i] = r.status
                     if r.status == 200:
-                        size = int(r.headers.get(HEADER_LENGTH, len(body)))
-                        params = json.loads(body[:size]).get("parameters", {})
-                        batch[i] = int(params.get("batch_size", 1))
+                        try:
+                            size = int(r.headers.get(HEADER_LENGTH, len(body)))
+                            batch[i] = _batch_size(body, size)
+                        except ValueError:
+                            status[i] = 0  # a 200 that is not a v2 answer is no answer
+                            reason[i] = f"{ERROR_PREFIX}unreadable answer: {body[:120]!r}"
                     else:
                         reason[i] = _reason(r.status, body)
             except aiohttp.ClientError as exc:
