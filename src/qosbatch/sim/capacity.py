@@ -57,6 +57,47 @@ def mean_rate(trace: Trace) -> float:
     return len(trace) / trace.duration_s if trace.duration_s > 0 else math.inf
 
 
+def bisect_load(
+    passes: Callable[[float], bool],
+    *,
+    start: float = 1.0,
+    fails_at: float = math.inf,
+    rel_tol: float = 0.02,
+    max_runs: int = 30,
+) -> float:
+    """The highest load factor found to pass, 0.0 if none did: doubling or halving from
+    ``start`` until the target is bracketed, then bisecting in log space.
+
+    Shared by the simulator's search and the live one (``benchmarks/peers``), where each
+    call of ``passes`` is a run against a real server, so ``max_runs`` bounds the cost.
+    The invariant is "lo passed, hi failed"; attainment of a finite run is not exactly
+    monotone in the load, so the answer is the last passing load, not a proof.
+    ``fails_at`` is a load already known to fail (a coarse search's), so that a refining
+    search spends no run on finding it again.
+    """
+    lo, hi = 0.0, fails_at
+    factor = start
+    runs = 0
+    while runs < max_runs and (hi == math.inf or lo == 0.0):
+        runs += 1
+        if passes(factor):
+            lo = factor
+            factor = min(factor * 2.0, math.sqrt(factor * hi)) if hi < math.inf else factor * 2
+        else:
+            hi = factor
+            factor /= 2.0
+        if factor < 1e-6 * start:
+            break
+    while runs < max_runs and lo > 0 and hi < math.inf and hi / lo > 1 + rel_tol:
+        runs += 1
+        mid = math.sqrt(lo * hi)
+        if passes(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 def find_capacity(
     traces: TraceAt,
     deployments: Sequence[Deployment],
@@ -85,26 +126,7 @@ def find_capacity(
         result.points.append((base_rate * factor, m.attainment))
         return m.attainment >= target
 
-    lo, hi = 0.0, math.inf
-    factor = 1.0
-    runs = 0
-    while runs < max_runs and (hi == math.inf or lo == 0.0):
-        runs += 1
-        if passes(factor):
-            lo = factor
-            factor *= 2.0
-        else:
-            hi = factor
-            factor /= 2.0
-        if factor < 1e-6:
-            break
-    while runs < max_runs and lo > 0 and hi < math.inf and hi / lo > 1 + rel_tol:
-        runs += 1
-        mid = math.sqrt(lo * hi)
-        if passes(mid):
-            lo = mid
-        else:
-            hi = mid
+    lo = bisect_load(passes, rel_tol=rel_tol, max_runs=max_runs)
     result.factor = lo
     result.rate = base_rate * lo
     result.metrics = cache.get(lo)
