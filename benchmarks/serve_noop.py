@@ -71,6 +71,19 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+# Run as a script (and as the PyTriton server, in PyTriton's venv): the repository root
+# is not on sys.path then, and the shared helpers live in the benchmarks.peers package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.peers.pythons import (
+    FALLBACK_PYS,
+    TRITON_PY,
+    check_pytriton_binaries,
+    find_fallback_python,
+    find_shared_python,
+    uv_install_python,
+)
+
 MODEL = "noop"
 INFER_PATH = f"/v2/models/{MODEL}/infer"
 READY_PATH = "/v2/health/ready"
@@ -82,8 +95,6 @@ wrk.headers["Content-Type"] = "application/json"
 MAX_BATCH = 32
 MAX_QUEUE_DELAY_US = 2000
 PYTRITON_SPEC = "nvidia-pytriton==0.7.0"
-TRITON_PY = "3.12"
-FALLBACK_PYS = ("3.13", "3.11", "3.10")  # python_backend_stubs/ in the 0.7.0 wheel has 3.8-3.13
 SERVERS = ("triton", "qosbatch", "starlette")
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qosbatch"
 DEFAULT_QOSBATCH_CMD = (
@@ -359,107 +370,6 @@ def ensure_wrk(allow_install: bool, logs: Path) -> tuple[str, float]:
     return found, time.monotonic() - t0
 
 
-_PROBE = (
-    "import json,sys,sysconfig;v=sysconfig.get_config_var;print(json.dumps({"
-    "'executable':sys.executable,'version':'%d.%d'%sys.version_info[:2],"
-    "'full':sys.version.split()[0],'impl':sys.implementation.name,"
-    "'shared':bool(v('Py_ENABLE_SHARED')),'libdir':v('LIBDIR') or '',"
-    "'soname':v('INSTSONAME') or '','base_prefix':sys.base_prefix}))"
-)
-
-
-@dataclass
-class SharedPython:
-    """A CPython with its libpython as a shared library: what the backend stub links."""
-
-    executable: str
-    version: str
-    full: str
-    libdir: str
-
-
-def probe_python(exe: str, want: str | None) -> SharedPython | None:
-    """The interpreter's facts if it is a shared-library CPython (of version ``want``)."""
-    try:
-        out = subprocess.run(
-            [exe, "-c", _PROBE], capture_output=True, timeout=20, check=True, text=True
-        ).stdout
-        info = json.loads(out)
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None
-    if info["impl"] != "cpython" or not info["shared"] or not info["soname"]:
-        return None
-    if want is not None and info["version"] != want:
-        return None
-    # python-build-standalone may report its build-time LIBDIR; base_prefix/lib is real.
-    for libdir in (info["libdir"], str(Path(info["base_prefix"]) / "lib")):
-        if libdir and (Path(libdir) / info["soname"]).exists():
-            return SharedPython(info["executable"], info["version"], info["full"], libdir)
-    return None
-
-
-def _version_key(path: str) -> tuple[int, ...]:
-    """Sort pyenv/uv folders by the version in their name, newest first."""
-    m = re.search(r"(\d+)\.(\d+)\.(\d+)", path)
-    return tuple(int(x) for x in m.groups()) if m else (0,)
-
-
-def find_shared_python(override: str | None, version: str = TRITON_PY) -> SharedPython | None:
-    """The newest shared-library CPython ``version`` among the places it is usually found."""
-    if override:
-        return probe_python(override, None)  # any version the wheel has a stub for
-    pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
-    uv_dir = Path(os.environ.get("UV_PYTHON_INSTALL_DIR") or Path.home() / ".local/share/uv/python")
-    patterns = [
-        pyenv_root / f"versions/{version}*/bin/python{version}",
-        uv_dir / f"cpython-{version}*/bin/python{version}",
-        CACHE / "python" / f"cpython-{version}*/bin/python{version}",
-    ]
-    candidates = [
-        exe
-        for pattern in patterns
-        for exe in sorted(glob.glob(str(pattern)), key=_version_key, reverse=True)
-    ]
-    candidates += [p for p in (shutil.which(f"python{version}"),) if p]
-    for exe in dict.fromkeys(candidates):
-        found = probe_python(exe, version)
-        if found:
-            return found
-    return None
-
-
-def find_fallback_python() -> SharedPython | None:
-    """Another shared CPython the wheel has a stub for (3.13, 3.11, 3.10), when 3.12 is absent.
-
-    PyTriton picks the stub of the Python it runs on, so 3.12 is no must: Debian's own
-    /usr/bin/python3.11 with its libpython3.11 package served here as well as 3.12.
-    """
-    for version in FALLBACK_PYS:
-        found = find_shared_python(None, version)
-        if found:
-            return found
-    return None
-
-
-def uv_install_python(logs: Path) -> None:
-    """Last resort: ``uv python install 3.12`` (a python-build-standalone, which is shared).
-
-    uv comes from PyPI into a venv of its own; the Python itself comes from GitHub, so
-    this fails where only package registries are reachable. Bounded by a timeout.
-    """
-    uv_venv = CACHE / "uv-venv"
-    uv = uv_venv / "bin" / "uv"
-    uv_log = logs / "install-uv-python.log"
-    if not uv.exists():
-        log("no shared-library Python 3.12 found; trying uv (from PyPI)")
-        run_logged([sys.executable, "-m", "venv", str(uv_venv)], uv_log, 120)
-        run_logged([str(uv_venv / "bin/python"), "-m", "pip", "install", "-q", "uv"], uv_log, 300)
-    if uv.exists():
-        log(f"uv python install {TRITON_PY} (downloads from GitHub)")
-        env = {**os.environ, "UV_PYTHON_INSTALL_DIR": str(CACHE / "python")}
-        run_logged([str(uv), "python", "install", TRITON_PY], uv_log, 300, env)
-
-
 def ensure_pytriton(args: argparse.Namespace, logs: Path) -> tuple[str, dict[str, str], float]:
     """The PyTriton venv's python, the env its server needs, and the seconds spent installing.
 
@@ -520,7 +430,10 @@ def ensure_pytriton(args: argparse.Namespace, logs: Path) -> tuple[str, dict[str
             p for p in (py.libdir, os.environ.get("LD_LIBRARY_PATH", "")) if p
         ),
     }
-    check_pytriton_binaries(str(vpy), py.version, env)
+    try:
+        check_pytriton_binaries(str(vpy), py.version, env)
+    except RuntimeError as e:
+        raise Skip(str(e)) from e
     return str(vpy), env, spent
 
 
@@ -531,31 +444,6 @@ def make_venv(python: str, venv: Path, packages: list[str], pip_log: Path) -> No
     for step in ([python, "-m", "venv", str(venv)], pip):
         if run_logged(step, pip_log, INSTALL_TIMEOUT_S).returncode != 0:
             raise Skip(f"`{shlex.join(step)}` failed; see {pip_log}:\n{tail(pip_log)}")
-
-
-def check_pytriton_binaries(vpy: str, version: str, env: dict[str, str]) -> None:
-    """ldd on tritonserver and the stub: a missing library (libpython, a too-old glibc)
-    otherwise shows up only as a model that never loads."""
-    out = subprocess.run(
-        [vpy, "-c", "import pytriton,os;print(os.path.dirname(pytriton.__file__))"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    root = Path(out.stdout.strip()) / "tritonserver"
-    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
-    if not stub.exists():
-        raise Skip(f"this PyTriton has no Python backend stub for Python {version} ({stub})")
-    if shutil.which("ldd") is None:
-        return
-    for binary in (root / "bin" / "tritonserver", stub):
-        res = subprocess.run(
-            ["ldd", str(binary)], capture_output=True, text=True, env=env, timeout=30, check=False
-        )
-        missing = [x.strip() for x in (res.stdout + res.stderr).splitlines() if "not found" in x]
-        if missing:
-            raise Skip(f"{binary.name} cannot load: {'; '.join(missing)}")
 
 
 def ensure_starlette(allow_install: bool, logs: Path) -> tuple[str, float]:

@@ -13,10 +13,10 @@ import urllib.request
 import numpy as np
 import psutil
 import pytest
-from tests.conftest import assert_one_line_error, run_cli
 
 from qosbatch.core.errors import UserError
 from qosbatch.deploy.layout import ModelDeployment, check_fits, read_layout
+from tests.conftest import assert_one_line_error, run_cli
 
 PLAN = """\
 schema: qosbatch.plan

@@ -8,7 +8,6 @@ import zipfile
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
-from tests.conftest import assert_one_line_error, make_profile, run_cli
 
 from qosbatch.core.profile import save_profile
 from qosbatch.policies.latency_table import LatencyTable
@@ -16,6 +15,7 @@ from qosbatch.rl.env import BatchingEnv
 from qosbatch.rl.knobs import KnobPolicy, to_knobs
 from qosbatch.sim.kernel import Deployment, simulate
 from qosbatch.workloads.trace import Trace
+from tests.conftest import assert_one_line_error, make_profile, run_cli
 
 WORKLOAD = "mmpp:rates=20/120,switch_s=2/1,duration_s=20,slo=netdelay,base_ms=120,delay_ms=20"
 

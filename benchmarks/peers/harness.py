@@ -1,0 +1,241 @@
+"""The comparison's logic, apart from any real server: tune, find capacity, overload.
+
+For one system on one workload:
+
+1. **Tune.** Every knob setting of the system's grid (one setting for a system with
+   nothing to tune) is served in turn. The first gets a coarse capacity search (a
+   few runs); each later one first runs at the best load passed so far, and only
+   if it passes there is it searched further (a setting that fails where another
+   passed cannot win). The highest coarse capacity wins (ties: the lower p99).
+   This is what its users would do with an afternoon and a load generator, and it
+   keeps the peers best-tuned.
+2. **Capacity.** The chosen setting is served again and its capacity at the
+   target attainment is refined from the coarse figure (``sim.capacity.
+   bisect_load``, the simulator's own search, with each step a live run).
+3. **Overload.** One run at ``overload`` times that capacity: does the system
+   shed early (rejections, the rest on time) or does everything become late?
+
+A "run" is a function from a trace to its metrics, with the server already up;
+serving a setting is a context manager that yields such a function. The real
+ones start processes (``benchmarks.peers.__main__``); the tests pass fakes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.peers.systems import Knobs
+from qosbatch.metrics import Metrics
+from qosbatch.sim.capacity import TraceAt, bisect_load, mean_rate
+from qosbatch.workloads.trace import Trace
+
+RunTrace = Callable[[Trace], Metrics]
+Serve = Callable[[Knobs], AbstractContextManager[RunTrace]]
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    target: float = 0.99
+    start_factor: float = 1.0  # the workload's rates times this is the first load tried
+    coarse_tol: float = 0.25  # bracket width that ends a tuning search
+    coarse_runs: int = 4
+    fine_tol: float = 0.06
+    fine_runs: int = 4
+    overload: float = 1.5
+
+
+@dataclass
+class Point:
+    """One live run: its load and what came of it."""
+
+    factor: float
+    rate: float  # mean arrival rate of the run's trace, requests/s
+    metrics: Metrics
+    passed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "factor": self.factor,
+            "rate": self.rate,
+            "passed": self.passed,
+            **self.metrics.to_json(),
+        }
+
+
+@dataclass
+class Setting:
+    knobs: dict[str, Any]
+    factor: float = 0.0  # the highest passing load factor found
+    rate: float = 0.0
+    points: list[Point] = field(default_factory=list)
+    error: str | None = None  # why the setting could not be served
+
+    def best_point(self) -> Point | None:
+        """The run at the passing load (the capacity figure's own run)."""
+        passing = [p for p in self.points if p.factor == self.factor]
+        return passing[-1] if passing else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "knobs": self.knobs,
+            "factor": self.factor,
+            "rate": self.rate,
+            "error": self.error,
+            "points": [p.to_json() for p in self.points],
+        }
+
+
+@dataclass
+class Outcome:
+    """A system on a workload: its tuning, its capacity, its overload run."""
+
+    system: str
+    tuning: list[Setting]
+    chosen: Setting | None = None
+    overload: Point | None = None
+    error: str | None = None
+
+    @property
+    def capacity(self) -> float:
+        return self.chosen.rate if self.chosen else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "system": self.system,
+            "capacity": self.capacity,
+            "chosen": self.chosen.to_json() if self.chosen else None,
+            "overload": self.overload.to_json() if self.overload else None,
+            "tuning": [s.to_json() for s in self.tuning],
+            "error": self.error,
+        }
+
+
+def search(
+    run: RunTrace,
+    traces: TraceAt,
+    setting: Setting,
+    *,
+    target: float,
+    start: float,
+    rel_tol: float,
+    max_runs: int,
+    fails_at: float = math.inf,
+    log: Callable[[str], None] = lambda _: None,
+) -> Setting:
+    """Capacity of one served setting; every run is kept in ``setting.points``."""
+
+    def passes(factor: float) -> bool:
+        trace = traces(factor)
+        m = run(trace)
+        setting.points.append(Point(factor, mean_rate(trace), m, m.attainment >= target))
+        log(
+            f"  {setting.knobs} at {mean_rate(trace):7.1f} req/s: attainment "
+            f"{m.attainment:.4f}, p99 {m.p99_ms:.1f} ms, rejected {m.rejected}, late {m.late}"
+        )
+        return m.attainment >= target
+
+    factor = bisect_load(passes, start=start, fails_at=fails_at, rel_tol=rel_tol, max_runs=max_runs)
+    setting.factor = factor
+    setting.rate = mean_rate(traces(factor)) if factor > 0 else 0.0
+    return setting
+
+
+def first_failure_above(setting: Setting) -> float:
+    """The lowest load of ``setting``'s runs that failed above its passing load."""
+    failed = [p.factor for p in setting.points if p.factor > setting.factor and not p.passed]
+    return min(failed, default=math.inf)
+
+
+def probe(
+    run: RunTrace,
+    traces: TraceAt,
+    setting: Setting,
+    factor: float,
+    target: float,
+    log: Callable[[str], None],
+) -> bool:
+    """One run at the best load found so far: a setting that fails there cannot win.
+
+    This prunes the grid search to one run for most settings (noise aside, which the
+    refining search of the winner then measures again), instead of a search each.
+    """
+    trace = traces(factor)
+    m = run(trace)
+    passed = m.attainment >= target
+    setting.points.append(Point(factor, mean_rate(trace), m, passed))
+    log(
+        f"  {setting.knobs} at {mean_rate(trace):7.1f} req/s (the best so far): attainment "
+        f"{m.attainment:.4f}" + ("" if passed else ", below the target: no search")
+    )
+    return passed
+
+
+def _rank(setting: Setting) -> tuple[float, float]:
+    """Higher capacity first, then the lower p99 at it."""
+    best = setting.best_point()
+    p99 = best.metrics.p99_ms if best and not math.isnan(best.metrics.p99_ms) else math.inf
+    return (setting.factor, -p99)
+
+
+def evaluate(
+    system: str,
+    grid: Sequence[Knobs],
+    serve: Serve,
+    traces: TraceAt,
+    settings: SearchSettings = SearchSettings(),
+    log: Callable[[str], None] = lambda _: None,
+) -> Outcome:
+    """Tune ``system`` over ``grid``, then measure the winner's capacity and overload."""
+    outcome = Outcome(system, [Setting(dict(k)) for k in grid])
+    if not outcome.tuning:
+        outcome.error = "no knob settings to try"
+        return outcome
+    start = settings.start_factor
+    best = 0.0  # the highest load any setting has passed so far
+    for setting in outcome.tuning:
+        try:
+            with serve(setting.knobs) as run:
+                if best > 0 and not probe(run, traces, setting, best, settings.target, log):
+                    setting.error = None  # served fine, just no better than one before it
+                    continue
+                search(
+                    run, traces, setting, target=settings.target, start=best or start,
+                    rel_tol=settings.coarse_tol, max_runs=settings.coarse_runs, log=log,
+                )  # fmt: skip
+        except Exception as exc:  # a setting that cannot be served loses, and says why
+            setting.error = f"{type(exc).__name__}: {exc}"
+            log(f"  {setting.knobs}: {setting.error}")
+        best = max(best, setting.factor)
+    served = [s for s in outcome.tuning if s.error is None]
+    if not served:
+        outcome.error = "no setting could be served: " + str(outcome.tuning[0].error)
+        return outcome
+    chosen = max(served, key=_rank)
+    fine = Setting(chosen.knobs)
+    try:
+        with serve(fine.knobs) as run:
+            search(
+                run, traces, fine, target=settings.target, start=chosen.factor or start,
+                fails_at=first_failure_above(chosen), rel_tol=settings.fine_tol,
+                max_runs=settings.fine_runs, log=log,
+            )  # fmt: skip
+            if fine.factor > 0:
+                over = fine.factor * settings.overload
+                trace = traces(over)
+                outcome.overload = Point(over, mean_rate(trace), run(trace))
+    except Exception as exc:
+        outcome.error = f"{type(exc).__name__}: {exc}"
+        log(f"  {fine.knobs}: {outcome.error}")
+    outcome.chosen = fine
+    return outcome
+
+
+@contextlib.contextmanager
+def no_server(run: RunTrace) -> Any:
+    """A serve() body for a run function that needs no process (the tests' fakes)."""
+    yield run
