@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import aiohttp
 import numpy as np
+import orjson
 
 from qosbatch.core.errors import UserError
 from qosbatch.core.requests import Record, RecordTable
@@ -81,7 +82,7 @@ def _header(
         ],
         "parameters": {**parameters, "binary_data_output": True},
     }
-    return json.dumps(head).encode()
+    return orjson.dumps(head)
 
 
 def _json_body(
@@ -93,12 +94,12 @@ def _json_body(
     }
     if parameters:
         request["parameters"] = parameters
-    return json.dumps(request).encode()
+    return orjson.dumps(request)
 
 
 def _batch_size(body: bytes, size: int) -> int:
     """The batch the server says the request ran in (qosbatch answers it; 0: not said)."""
-    params = json.loads(body[:size]).get("parameters") or {}
+    params = orjson.loads(body[:size]).get("parameters") or {}
     return int(params.get("batch_size", 0))
 
 
