@@ -46,7 +46,7 @@ class FakeWorker:
         pass
 
 
-def make(policy, max_queue=100, workers=1, cores=1):
+def make(policy, max_queue=100, workers=1, cores=1, clock=None):
     fakes = [FakeWorker() for _ in range(workers)]
     batcher = Batcher(
         "m",
@@ -56,6 +56,7 @@ def make(policy, max_queue=100, workers=1, cores=1):
         tuple(range(cores)),
         Telemetry(),
         max_queue=max_queue,
+        clock=clock,
     )
     return batcher, fakes
 
@@ -196,17 +197,70 @@ def test_drain_stops_waiting_for_arrivals_that_will_not_come():
 
 @pytest.mark.parametrize("cores", [2])
 def test_in_place_scaling_hands_the_batch_the_cpus_the_policy_chose(cores):
+    now = [0.0]
+
     async def scenario():
-        b, (w,) = make(SloPolicy(), cores=cores)
+        b, (w,) = make(SloPolicy(), cores=cores, clock=lambda: now[0])
         await b.start()
         b.submit(np.zeros((1, 2), np.float32), 1.0)
         await settle()
         _, cpus, _ = w.batches[0]
         assert 1 <= len(cpus) <= cores and set(cpus) <= set(range(cores))
         assert b.queue.free_cores == cores - len(cpus)
+        now[0] = 0.25
         w.finish()
         await settle()
         assert b.queue.free_cores == cores
+        # The cores it held, for as long as it held them: what a per-core node bills.
+        billed = b.telemetry.registry.get_sample_value(
+            "qosbatch_core_seconds_total", {"model": "m"}
+        )
+        assert billed == pytest.approx(len(cpus) * 0.25)
+        await b.stop()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "make_policy",
+    [SloPolicy, lambda: DynamicPolicy(max_batch_size=4, max_queue_delay_ms=0)],
+    ids=["slo", "dynamic"],
+)
+def test_models_sharing_a_core_pool_wait_for_each_others_cores_and_lose_nothing(make_policy):
+    """Two models, one pool of 2 CPUs: while one model's batch holds both, the other
+    waits (no error, no shed while its deadline allows) and runs once they come back,
+    on CPUs it now holds; the cores follow the load."""
+    from qosbatch.serve.core_pool import CorePool
+
+    async def scenario():
+        pool = CorePool((0, 1))
+        table = synthetic_table(LAW, max_batch=8, max_cores=2)
+        a_worker, b_worker = FakeWorker(), FakeWorker()
+        hog = DynamicPolicy(max_batch_size=1, max_queue_delay_ms=0)  # its worker's 2 cores
+        a = Batcher("a", hog, table, [a_worker], (0, 1), Telemetry(), pool=pool)
+        b = Batcher("b", make_policy(), table, [b_worker], (0, 1), Telemetry(), pool=pool)
+        await a.start()
+        await b.start()
+        x = np.zeros((1, 2), np.float32)
+        # Model a's batch takes both CPUs (its worker's nominal cores).
+        fa = a.submit(x, budget_s=1.0)
+        await settle()
+        assert len(a_worker.batches) == 1 and a_worker.batches[0][1] == (0, 1)
+        assert pool.free == 0
+        fb = [b.submit(x, budget_s=5.0) for _ in range(3)]
+        await settle()
+        assert not b_worker.batches and not any(f.done() for f in fb)  # waiting, not failed
+        a_worker.finish()
+        await settle()
+        assert (await fa).status == 200
+        assert len(b_worker.batches) == 1  # woken by the pool when a's CPUs came back
+        _, cpus, _ = b_worker.batches[0]
+        assert set(cpus) <= {0, 1} and pool.free == 2 - len(cpus)
+        b_worker.finish()
+        answers = await asyncio.gather(*fb)
+        assert [ans.status for ans in answers] == [200, 200, 200]
+        assert pool.free == 2
+        await a.stop()
         await b.stop()
 
     run(scenario())

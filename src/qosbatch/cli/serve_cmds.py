@@ -46,6 +46,13 @@ def serve(
         int | None, typer.Option(help="Cores for all models together (default: all), split evenly.")
     ] = None,
     workers: Annotated[int, typer.Option(help="Worker processes (replicas) per model.")] = 1,
+    share_cores: Annotated[
+        bool,
+        typer.Option(
+            help="All models draw every batch's cores from one pool of --cores, instead of "
+            "each owning its share: the division follows the load."
+        ),
+    ] = False,
     backend: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     input_shape: Annotated[
@@ -131,7 +138,9 @@ def serve(
                 f"--cores must be between {len(refs)} (one per model) and the {len(cpus)} "
                 f"this machine lets us use, got {total}"
             )
-        counts = split_evenly(total, len(refs))
+        counts = [total] * len(refs) if share_cores else split_evenly(total, len(refs))
+    if share_cores and plan is not None:
+        raise UserError("--share-cores divides --cores at run time; a plan fixes each model's")
     configs, at = [], 0
     for (ref, pspec, budget_s, _, n_workers), n in zip(wanted, counts, strict=True):
         configs.append(
@@ -147,7 +156,7 @@ def serve(
                 max_batch,
             )
         )
-        at += n
+        at += 0 if share_cores else n
     config = ServerConfig(
         tuple(configs),
         host,
@@ -156,6 +165,7 @@ def serve(
         int(max_body_mb * (1 << 20)),
         drain_timeout,
         seed,
+        share_cores,
     )
     logging.basicConfig(level=logging.INFO, format="qosbatch: %(message)s")
     sock = bind(host, port)

@@ -29,6 +29,7 @@ import numpy as np
 from qosbatch.policies.base import CompletedBatch, Dispatch, Policy, Reject
 from qosbatch.policies.latency_table import LatencyTable
 from qosbatch.policies.queue import ModelQueue, apply_decisions, split_evenly
+from qosbatch.serve.core_pool import CorePool
 from qosbatch.serve.telemetry import Telemetry
 from qosbatch.serve.worker import BatchOutput, WorkerHandle
 
@@ -72,6 +73,7 @@ class Batcher:
         *,
         max_queue: int = 10_000,
         clock: Callable[[], float] | None = None,
+        pool: CorePool | None = None,
     ) -> None:
         if not workers or len(workers) > len(cpus):
             raise ValueError(f"{model}: needs 1 to {len(cpus)} workers, got {len(workers)}")
@@ -81,13 +83,17 @@ class Batcher:
         self.cpus = cpus
         self.max_queue = max_queue
         nominal = split_evenly(len(cpus), len(workers))
+        # The CPUs its batches draw from: its own, or the node's, shared with other models.
+        self.pool = pool if pool is not None else CorePool(cpus)
+        if not set(cpus) <= set(self.pool.cpus):
+            raise ValueError(f"{model}: CPUs {cpus} are not all in the pool {self.pool.cpus}")
         self.queue = ModelQueue(model, nominal, len(cpus), latency)
         self._clock = clock
         self._ids = itertools.count()
         self._waiting: dict[int, _Waiting] = {}
-        self._held: dict[int, tuple[int, ...]] = {}  # worker -> CPUs its batch holds
         self._dead: set[int] = set()
         self._wake = asyncio.Event()
+        self.pool.listen(self._wake.set)
         self._task: asyncio.Task[None] | None = None
         self._restarts: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -95,6 +101,7 @@ class Batcher:
         self.broken = ""  # why the model can no longer serve, once no worker can start
         for i, w in enumerate(workers):
             w.on_exit = partial(self._worker_died, i)
+        self.telemetry = telemetry
         self.series = telemetry.series(model, len(workers))
         for gauge, c in zip(self.series.worker_cores, nominal, strict=True):
             gauge.set(c)
@@ -113,7 +120,7 @@ class Batcher:
     @property
     def idle(self) -> bool:
         """Nothing waiting and nothing running: what a drain waits for."""
-        return not self._waiting and not self._held
+        return not self._waiting and not any(self._holds(w) for w in range(len(self.workers)))
 
     def drain(self) -> None:
         """Stop waiting for arrivals that will not come (the policy sees ``draining``)."""
@@ -180,6 +187,7 @@ class Batcher:
         now = self.now()
         q.now_s = now
         q.draining = self.draining
+        q.free_cores = min(self.pool.free, q.max_cores - self._running_cores())
         try:
             decisions = self.policy.decide(q)
             if decisions.__class__ is list and not decisions:
@@ -210,15 +218,13 @@ class Batcher:
         members = [self._waiting.pop(rid) for rid in ids]
         tensors = [m.tensor for m in members]
         batch = tensors[0] if len(tensors) == 1 else np.concatenate(tensors)
-        held = {c for cpus in self._held.values() for c in cpus}
-        cpus = tuple(c for c in self.cpus if c not in held)[: d.cores]
+        cpus = self.pool.take((self.model, d.worker), d.cores)
         worker = q.workers[d.worker]
         worker.idle = False
         worker.busy_until_s = now + q.latency.s(len(ids), d.cores)
         worker.running_cores = d.cores
         q.free_cores -= d.cores
         q.idle_workers -= 1
-        self._held[d.worker] = cpus
         self.series.batch_size.observe(len(ids))
         self.series.worker_cores[d.worker].set(d.cores)
         try:
@@ -248,10 +254,11 @@ class Batcher:
         q = self.queue
         worker = q.workers[w]
         cores = worker.running_cores
-        q.free_cores += cores
+        self.series.core_seconds.inc(cores * (now - dispatch_s))
         worker.running_cores = 0
         worker.busy_until_s = now
-        self._held.pop(w, None)
+        self.pool.give((self.model, w))  # (wakes this batcher and any sharing the pool)
+        q.free_cores = min(self.pool.free, q.max_cores - self._running_cores())
         if w not in self._dead:  # a dead worker turns idle when it is back
             worker.idle = True
             q.idle_workers += 1
@@ -313,11 +320,17 @@ class Batcher:
             return
         self._dead.discard(w)
         worker = self.queue.workers[w]
-        if w not in self._held:
+        if not self._holds(w):
             worker.idle = True
             self.queue.idle_workers += 1
         log.info("%s: %s is back (pid %s)", self.model, handle.label, handle.pid)
         self._wake.set()
+
+    def _holds(self, w: int) -> bool:
+        return self.pool.holds((self.model, w))
+
+    def _running_cores(self) -> int:
+        return sum(worker.running_cores for worker in self.queue.workers)
 
     # ---- answers --------------------------------------------------------------------
 

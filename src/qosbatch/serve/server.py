@@ -32,6 +32,7 @@ from qosbatch.policies.latency_table import DEFAULT_MAX_BATCH, LatencyTable
 from qosbatch.policies.queue import split_evenly
 from qosbatch.policies.registry import PolicySpec
 from qosbatch.serve.batcher import Batcher
+from qosbatch.serve.core_pool import CorePool
 from qosbatch.serve.protocol import TensorSpec, datatype_of
 from qosbatch.serve.telemetry import Telemetry
 from qosbatch.serve.worker import CALIBRATION_BATCHES, WorkerFailed, WorkerHandle, WorkerSpec
@@ -75,6 +76,7 @@ class ServerConfig:
     max_body_bytes: int = 64 << 20
     drain_timeout_s: float = 30.0
     seed: int = 0
+    share_cores: bool = False  # one pool of CPUs for all models' batches (see core_pool)
 
 
 @dataclass
@@ -97,6 +99,7 @@ class Server:
     # Worker processes by default; InProcessWorker where a host (Ray) places processes.
     worker_kind: type = WorkerHandle
     models: dict[str, ServedModel] = field(default_factory=dict)
+    pool: CorePool | None = None  # the node's CPUs, when the models share them
     drain_requested: bool = False
     draining: bool = False
     started: bool = False
@@ -107,6 +110,9 @@ class Server:
         if len(set(names)) != len(names):
             raise UserError(f"a model is served twice: {', '.join(names)}")
         seeds = np.random.SeedSequence(self.config.seed).spawn(len(self.config.models))
+        if self.config.share_cores:
+            node = sorted({c for m in self.config.models for c in m.cpus})
+            self.pool = CorePool(tuple(node))
         try:
             for mc, seed in zip(self.config.models, seeds, strict=True):
                 self.models[mc.ref.name] = await self._start_model(mc, seed)
@@ -146,6 +152,7 @@ class Server:
             mc.cpus,
             self.telemetry,
             max_queue=self.config.max_queue,
+            pool=self.pool,
         )
         await batcher.start()
         inp = TensorSpec("input", datatype_of(np.dtype(io.input_dtype)), io.input_shape)

@@ -32,6 +32,7 @@ class ModelSeries:
     queue_depth: Any
     worker_cores: list[Any]  # per worker
     restarts: Any
+    core_seconds: Any
 
 
 class Telemetry:
@@ -74,6 +75,13 @@ class Telemetry:
             ["model", "policy", "knob"],
             registry=r,
         )
+        self.core_seconds = Counter(
+            "qosbatch_core_seconds",
+            "Cores held x seconds, summed over the model's batches: what a pay-per-core node "
+            "bills, and what in-place scaling saves.",
+            ["model"],
+            registry=r,
+        )
         self.worker_restarts = Counter(
             "qosbatch_worker_restarts", "Worker processes restarted after dying.", ["model"],
             registry=r,
@@ -95,6 +103,7 @@ class Telemetry:
             self.queue_depth.labels(model),
             [self.worker_cores.labels(model, str(i)) for i in range(workers)],
             self.worker_restarts.labels(model),
+            self.core_seconds.labels(model),
         )
 
     def render(self) -> bytes:
