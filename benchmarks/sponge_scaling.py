@@ -11,21 +11,35 @@ time of every batch), the cost a pay-per-core node bills.
 Most telling on a model whose speed-up from more cores is well below linear
 (alexnet here: 1.4-1.8x on 2 cores), where a core added costs more than it saves.
 
+``--live`` runs the same three configurations on the live server instead (one
+``qosbatch serve`` each, with ``--cores``; the same trace through the load
+generator): attainment from the client's side, core-seconds from the server's
+``qosbatch_core_seconds_total``, so the worker's re-pinning per batch is what is
+measured. The client shares the machine's cores with the server (a light load:
+alexnet at 10-16 req/s), and ``--cores 1`` runs on the first core.
+
     .venv/bin/python benchmarks/sponge_scaling.py --profile /tmp/qb/alexnet.json
+    .venv/bin/python benchmarks/sponge_scaling.py --profile /tmp/qb/alexnet.json --live \
+        --duration-s 90 --period-s 30
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import math
+import urllib.request
 
 import numpy as np
 
+from qosbatch.client.loadgen import run_load
 from qosbatch.core.profile import load_profile
-from qosbatch.metrics import summarize
+from qosbatch.metrics import Metrics, summarize
 from qosbatch.policies.latency_table import LatencyTable
 from qosbatch.policies.registry import parse_policy
 from qosbatch.sim.kernel import Deployment, simulate
+from qosbatch.testing import running_server
 from qosbatch.workloads.trace import Trace
 
 
@@ -44,6 +58,25 @@ def swinging_trace(
     return Trace.of(times, budget, model)
 
 
+def core_seconds(url: str, model: str) -> float:
+    """The server's own bill: ``qosbatch_core_seconds_total`` of ``model``."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(f'qosbatch_core_seconds_total{{model="{model}"}}'):
+                return float(line.split()[-1])
+    raise RuntimeError("the server exposes no qosbatch_core_seconds_total")
+
+
+def live_run(trace: Trace, model: str, profile: str, spec: str, cores: int) -> Metrics:
+    """One configuration on a live ``qosbatch serve``; core-seconds from the server."""
+    args = ["serve", "--model", model, "--profile", profile, "--policy", spec,
+            "--cores", str(cores), "--port", "0"]  # fmt: skip
+    with running_server(args) as url:
+        records = asyncio.run(run_load(url, model, trace)).records
+        billed = core_seconds(url, model)
+    return dataclasses.replace(summarize(records), core_seconds=billed)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", required=True)
@@ -53,6 +86,7 @@ def main() -> None:
     ap.add_argument("--duration-s", type=float, default=600.0)
     ap.add_argument("--period-s", type=float, default=120.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--live", action="store_true", help="on the live server, not simulated")
     args = ap.parse_args()
     profile = load_profile(args.profile)
     model, n = profile.model.name, args.cores
@@ -75,10 +109,13 @@ def main() -> None:
     print(f"{'run':<26}{'attain %':>9}{'p99 ms':>9}{'core-s':>9}{'core-s/req':>11}")
     rows = []
     for label, spec, cores in runs:
-        t = table if cores == n else LatencyTable.from_profile(profile, cores, 64)
-        res = simulate(trace, [Deployment(model, t, cores)], parse_policy(spec).factory(),
-                       seed=args.seed)  # fmt: skip
-        m = summarize(res.records)
+        if args.live:
+            m = live_run(trace, model, args.profile, spec, cores)
+        else:
+            t = table if cores == n else LatencyTable.from_profile(profile, cores, 64)
+            res = simulate(trace, [Deployment(model, t, cores)], parse_policy(spec).factory(),
+                           seed=args.seed)  # fmt: skip
+            m = summarize(res.records)
         rows.append((label, m))
         print(
             f"{label:<26}{100 * m.attainment:>9.2f}{m.p99_ms:>9.1f}{m.core_seconds:>9.1f}"
