@@ -54,7 +54,7 @@ from benchmarks.peers.systems import Knobs, ModelFiles, System
 from benchmarks.peers.venvs import CACHE
 from qosbatch.client.loadgen import run_load
 from qosbatch.metrics import Metrics, summarize
-from qosbatch.sim.capacity import TraceAt
+from qosbatch.sim.capacity import TraceAt, mean_rate
 from qosbatch.workloads import parse_workload
 from qosbatch.workloads.trace import Trace
 
@@ -135,6 +135,40 @@ def serving(
         server.stop()
 
 
+def same_loads(
+    outcomes: list[Outcome], serves: dict[str, Any], traces: TraceAt, multipliers: list[float]
+) -> dict[str, Any]:
+    """Every system's chosen setting at the same loads, in rounds: one run each per load.
+
+    The searches run one system after another, minutes apart, on a shared machine
+    whose speed drifts (measured here: the same qosbatch search gave 446 and 604
+    req/s an hour apart). These rounds put the systems side by side at equal
+    offered loads within minutes: multiples of the best capacity found.
+    """
+    best = max((o for o in outcomes if o.chosen), key=lambda o: o.capacity, default=None)
+    if best is None or best.chosen is None or best.capacity <= 0:
+        return {}
+    factors = [best.chosen.factor * m for m in multipliers]
+    table: dict[str, Any] = {"multipliers": multipliers, "reference": best.system, "runs": {}}
+    for mult, factor in zip(multipliers, factors, strict=True):
+        for o in outcomes:
+            if o.chosen is None or o.capacity <= 0:
+                continue
+            trace = traces(factor)
+            try:
+                with serves[o.system](o.chosen.knobs) as run:
+                    m = run(trace)
+            except Exception as exc:
+                log(f"round x{mult:g}: {o.system}: {type(exc).__name__}: {exc}")
+                continue
+            log(f"round x{mult:g} ({mean_rate(trace):.1f} req/s): {o.system} {m.attainment:.4f}")
+            table["runs"].setdefault(o.system, {})[str(mult)] = {
+                "rate": mean_rate(trace),
+                **m.to_json(),
+            }
+    return table
+
+
 def machine() -> dict[str, Any]:
     cpu = "unknown CPU"
     with contextlib.suppress(OSError):
@@ -204,6 +238,30 @@ def table(report: dict[str, Any]) -> str:
                 f"{_fmt(at['p99_ms'] if at else None)} ms | {over_txt} |"
             )
         lines.append("")
+    for scen in report["scenarios"].values():
+        rounds = scen.get("rounds") or {}
+        if not rounds.get("runs"):
+            continue
+        mults = rounds["multipliers"]
+        lines += [
+            f"## {scen['title']}: every system at the same loads, in rounds",
+            "",
+            f"Multiples of {rounds['reference']}'s capacity; attainment (p99 ms).",
+            "",
+            "| system | " + " | ".join(f"x{m:g}" for m in mults) + " |",
+            "|---|" + "---|" * len(mults),
+        ]
+        for system, runs in rounds["runs"].items():
+            cells = []
+            for m in mults:
+                r = runs.get(str(m))
+                cells.append(
+                    f"{r['attainment']:.3f} ({_fmt(r['p99_ms'], '.0f')}) at {r['rate']:.0f}/s"
+                    if r
+                    else "-"
+                )
+            lines.append(f"| {system} | " + " | ".join(cells) + " |")
+        lines.append("")
     lines += ["## Versions", ""]
     lines += [f"- {name}: {v}" for name, v in report["versions"].items()]
     lines += ["", "## Tuning (coarse capacity of every setting, req/s)", ""]
@@ -268,6 +326,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--duration-b", type=float, default=18.0, help="seconds per run of (b)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="two settings per peer, short runs")
+    ap.add_argument(
+        "--rounds",
+        type=lambda text: [float(x) for x in text.split(",") if x],
+        default=[0.8, 1.0, 1.2],
+        help="multiples of the best capacity at which every system then runs, in rounds "
+        "('' for none)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     unknown = set(args.systems.split(",")) - set(SYSTEMS)
@@ -324,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             traces = traces_for(spec, model.name, args.seed)
             warmup = warmup_trace(traces_for(spec, model.name, args.seed + 1))
             outcomes: list[Outcome] = []
+            serves: dict[str, Any] = {}
             for name, system in systems.items():
                 grid = list(system.grid)
                 if args.quick and len(grid) > 2:
@@ -339,11 +405,16 @@ def main(argv: list[str] | None = None) -> int:
                 outcome = evaluate(name, grid, serve, traces, settings, log=log)
                 log(f"{title}: {name} capacity {outcome.capacity:.1f} req/s")
                 outcomes.append(outcome)
+                serves[name] = serve
             report["scenarios"][key] = {
                 "title": title,
                 "spec": spec,
                 "outcomes": [o.to_json() for o in outcomes],
             }
+            if args.rounds:
+                report["scenarios"][key]["rounds"] = same_loads(
+                    outcomes, serves, traces, args.rounds
+                )
     except KeyboardInterrupt:
         log("interrupted: stopping servers, writing what was measured")
     finally:
