@@ -59,13 +59,10 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -75,6 +72,7 @@ from typing import Any
 # is not on sys.path then, and the shared helpers live in the benchmarks.peers package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.peers.procs import free_port, http
 from benchmarks.peers.pythons import (
     FALLBACK_PYS,
     TRITON_PY,
@@ -83,6 +81,7 @@ from benchmarks.peers.pythons import (
     find_shared_python,
     uv_install_python,
 )
+from benchmarks.peers.venvs import tail
 
 MODEL = "noop"
 INFER_PATH = f"/v2/models/{MODEL}/infer"
@@ -115,15 +114,6 @@ def log(msg: str) -> None:
     print(f"[serve_noop] {msg}", file=sys.stderr, flush=True)
 
 
-def tail(path: Path, n: int = 15) -> str:
-    """The end of a server's log: the part that says why it died."""
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "    (no log)"
-    return "\n".join("    " + line for line in lines[-n:]) or "    (empty)"
-
-
 def run_logged(
     argv: list[str], log_path: Path, timeout_s: float, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[bytes]:
@@ -147,31 +137,6 @@ def run_logged(
         except OSError as e:
             out.write(f"{e}\n".encode())
             return subprocess.CompletedProcess(argv, 127)
-
-
-def free_port() -> int:
-    """A port the kernel says is free on loopback, so runs never collide with other servers."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
-
-
-def http(
-    method: str, url: str, body: bytes | None = None, timeout_s: float = 2.0
-) -> tuple[int, bytes]:
-    """One request, status 0 when nothing answered: readiness polling must never raise."""
-    headers = {"Content-Type": "application/json"} if body is not None else {}
-    req = urllib.request.Request(url, data=body, method=method, headers=headers)
-    try:
-        with _OPENER.open(req, timeout=timeout_s) as resp:
-            return int(resp.status), resp.read()
-    except urllib.error.HTTPError as e:
-        return int(e.code), e.read()
-    except (urllib.error.URLError, OSError, TimeoutError):
-        return 0, b""
 
 
 # --------------------------------------------------------------------------- servers

@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import collections
-import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from batch_log import BatchLog
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
 from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor
@@ -44,36 +42,15 @@ def say(msg: str) -> None:
     print(f"[mlserver_runtime] {msg}", flush=True)
 
 
-class BatchLog:
-    """Batch sizes seen, counted: the evidence that MLServer's batcher did form batches."""
-
-    def __init__(self) -> None:
-        self.sizes: collections.Counter[int] = collections.Counter()
-        self.busy_s = 0.0  # time in ORT: how much of the burst the model itself took
-        self.lock = threading.Lock()
-        atexit.register(self.report)
-
-    def add(self, size: int, seconds: float) -> None:
-        with self.lock:
-            self.sizes[size] += 1
-            self.busy_s += seconds
-
-    def report(self) -> None:
-        with self.lock:
-            sizes = dict(sorted(self.sizes.items()))
-            busy_s = self.busy_s
-        n = sum(sizes.values())
-        rows = sum(k * v for k, v in sizes.items())
-        mean = rows / n if n else 0.0
-        say(
-            f"batch sizes {json.dumps(sizes)} ({n} batches, {rows} rows, mean {mean:.1f}, "
-            f"{busy_s:.2f} s in ORT)"
-        )
-
-
 # MLServer imports the runtime's module and then reloads it (settings.py, _reload_module);
 # a reload keeps the module's globals, so the one log (and one atexit report) is kept.
-BATCHES: BatchLog = globals().get("BATCHES") or BatchLog()
+def _new_log() -> BatchLog:
+    log = BatchLog(say)
+    atexit.register(log.report)
+    return log
+
+
+BATCHES: BatchLog = globals().get("BATCHES") or _new_log()
 
 
 def ort_session(path: str, threads: int) -> ort.InferenceSession:

@@ -20,17 +20,16 @@ so that the server's log shows whether batching happened.
 
 from __future__ import annotations
 
-import collections
 import json
 import signal
 import sys
-import threading
 import time
 from types import FrameType
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from batch_log import BatchLog
 from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, QueuePolicy, Tensor, TimeoutAction
 from pytriton.triton import Triton, TritonConfig
@@ -58,38 +57,12 @@ def tensor_of(arg: Any) -> Tensor:
     return Tensor(name=arg.name, dtype=_ORT_TYPES.get(arg.type, np.float32), shape=dims)
 
 
-class BatchLog:
-    """Batch sizes seen, counted: the evidence that Triton's batcher did form batches."""
-
-    def __init__(self) -> None:
-        self.sizes: collections.Counter[int] = collections.Counter()
-        self.busy_s = 0.0  # time in ORT: how much of the burst the model itself took
-        self.lock = threading.Lock()  # PyTriton may call infer from a thread of its own
-
-    def add(self, size: int, seconds: float) -> None:
-        with self.lock:
-            self.sizes[size] += 1
-            self.busy_s += seconds
-
-    def report(self) -> None:
-        with self.lock:
-            sizes = dict(sorted(self.sizes.items()))
-            busy_s = self.busy_s
-        n = sum(sizes.values())
-        rows = sum(k * v for k, v in sizes.items())
-        mean = rows / n if n else 0.0
-        say(
-            f"batch sizes {json.dumps(sizes)} ({n} batches, {rows} rows, mean {mean:.1f}, "
-            f"{busy_s:.2f} s in ORT)"
-        )
-
-
 def serve(cfg: dict[str, Any]) -> None:
     """Bind the model under Triton with ``cfg``'s knobs and serve until SIGINT."""
     session = ort_session(cfg["onnx"], int(cfg["threads"]))
     source, sink = session.get_inputs()[0], session.get_outputs()[0]
     in_dtype = _ORT_TYPES.get(source.type, np.float32)
-    batches = BatchLog()
+    batches = BatchLog(say)
 
     @batch
     def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
