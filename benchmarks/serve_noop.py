@@ -72,7 +72,7 @@ from typing import Any
 # is not on sys.path then, and the shared helpers live in the benchmarks.peers package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.peers.procs import free_port, http
+from benchmarks.peers.procs import free_port, http, stop_group
 from benchmarks.peers.pythons import (
     FALLBACK_PYS,
     TRITON_PY,
@@ -81,7 +81,7 @@ from benchmarks.peers.pythons import (
     find_shared_python,
     uv_install_python,
 )
-from benchmarks.peers.venvs import tail
+from benchmarks.peers.venvs import run_logged, tail
 
 MODEL = "noop"
 INFER_PATH = f"/v2/models/{MODEL}/infer"
@@ -112,31 +112,6 @@ class Skip(Exception):
 def log(msg: str) -> None:
     """Progress goes to stderr, so that ``--json`` leaves stdout parseable."""
     print(f"[serve_noop] {msg}", file=sys.stderr, flush=True)
-
-
-def run_logged(
-    argv: list[str], log_path: Path, timeout_s: float, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    """Run an install step with its noise in a file (pip's is long) and a hard time limit."""
-    with log_path.open("ab") as out:
-        out.write(f"$ {shlex.join(argv)}\n".encode())
-        out.flush()
-        try:
-            return subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                timeout=timeout_s,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            out.write(f"timed out after {timeout_s:.0f} s\n".encode())
-            return subprocess.CompletedProcess(argv, 124)
-        except OSError as e:
-            out.write(f"{e}\n".encode())
-            return subprocess.CompletedProcess(argv, 127)
 
 
 # --------------------------------------------------------------------------- servers
@@ -235,25 +210,7 @@ class Server:
         """
         if self.proc is None:
             return
-        pgid = self.proc.pid  # start_new_session: the leader's pid is the group id
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pgid, self.stop_signal)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=STOP_GRACE_S)
-        for sig, grace_s in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
-            if not _group_alive(pgid):
-                break
-            log(
-                f"{self.name}: processes left {STOP_GRACE_S:.0f} s after the leader's signal; "
-                f"{sig.name} to the group"
-            )
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, sig)
-            deadline = time.monotonic() + grace_s
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=grace_s)
-            while time.monotonic() < deadline and _group_alive(pgid):
-                time.sleep(0.1)
+        pgid = stop_group(self.proc, self.name, self.stop_signal, STOP_GRACE_S)
         if self._log is not None:
             self._log.close()
         # Triton's Python backend names its shared memory after the PyTriton process...
@@ -269,25 +226,6 @@ class Server:
         self.proc = None
         if self in _LIVE:
             _LIVE.remove(self)
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether a live process of the group is left. Zombies do not count: orphans that
-    init has yet to reap (PyTriton's resource tracker) would otherwise look alive."""
-    if not Path("/proc/self/stat").exists():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    for stat in glob.glob("/proc/[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = Path(stat).read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid and fields[0] != "Z":  # state, ppid, pgrp, ...
-                return True
-    return False
 
 
 _LIVE: list[Server] = []
@@ -325,9 +263,9 @@ def ensure_wrk(allow_install: bool, logs: Path) -> tuple[str, float]:
     log("installing wrk: " + shlex.join(install))
     t0 = time.monotonic()
     apt_log = logs / "install-wrk.log"
-    if run_logged(install, apt_log, 300, env).returncode != 0:
+    if run_logged(install, apt_log, 300, env) != 0:
         run_logged([*prefix, "apt-get", "update", "-q"], apt_log, 300, env)
-        if run_logged(install, apt_log, 300, env).returncode != 0:
+        if run_logged(install, apt_log, 300, env) != 0:
             raise SystemExit(f"apt-get install wrk failed; see {apt_log}:\n{tail(apt_log)}")
     found = shutil.which("wrk")
     if not found:
@@ -373,12 +311,7 @@ def ensure_pytriton(args: argparse.Namespace, logs: Path) -> tuple[str, dict[str
     with contextlib.suppress(OSError, ValueError):
         ok = json.loads(stamp.read_text()) == want
     if ok:
-        ok = (
-            run_logged(
-                [str(vpy), "-c", "import pytriton.triton"], logs / "check.log", 120
-            ).returncode
-            == 0
-        )
+        ok = run_logged([str(vpy), "-c", "import pytriton.triton"], logs / "check.log", 120) == 0
     if not ok:
         if not args.install:
             raise Skip(f"PyTriton is not installed in {venv} (and --no-install was given)")
@@ -407,18 +340,18 @@ def make_venv(python: str, venv: Path, packages: list[str], pip_log: Path) -> No
     vpy = venv / "bin" / "python"
     pip = [str(vpy), "-m", "pip", "install", "-q", "--disable-pip-version-check", *packages]
     for step in ([python, "-m", "venv", str(venv)], pip):
-        if run_logged(step, pip_log, INSTALL_TIMEOUT_S).returncode != 0:
+        if run_logged(step, pip_log, INSTALL_TIMEOUT_S) != 0:
             raise Skip(f"`{shlex.join(step)}` failed; see {pip_log}:\n{tail(pip_log)}")
 
 
 def ensure_starlette(allow_install: bool, logs: Path) -> tuple[str, float]:
     """A python with starlette and uvicorn: ours when it has them (same interpreter as qosbatch)."""
     check = [sys.executable, "-c", "import starlette, uvicorn"]
-    if run_logged(check, logs / "check.log", 60).returncode == 0:
+    if run_logged(check, logs / "check.log", 60) == 0:
         return sys.executable, 0.0
     venv = CACHE / "starlette-venv"
     vpy = venv / "bin" / "python"
-    if run_logged([str(vpy), *check[1:]], logs / "check.log", 60).returncode == 0:
+    if run_logged([str(vpy), *check[1:]], logs / "check.log", 60) == 0:
         return str(vpy), 0.0
     if not allow_install:
         raise Skip("starlette/uvicorn missing (and --no-install was given)")

@@ -111,6 +111,32 @@ def new_tag(system: str, port: int) -> str:
     return f"{system}-{port}-{uuid.uuid4().hex[:12]}"
 
 
+def stop_group(proc: subprocess.Popen[bytes], name: str, first: int, grace_s: float) -> int:
+    """Stop a server started in its own session; its process group id.
+
+    ``first`` goes to the leader alone, so that it can stop its children in order
+    (PyTriton stops Triton cleanly on SIGINT only); whatever of the group is still
+    alive ``grace_s`` later gets SIGTERM, then SIGKILL.
+    """
+    pgid = proc.pid  # start_new_session: the leader's pid is the group id
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pgid, first)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace_s)
+    for sig, wait_s in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
+        if not group_alive(pgid):
+            break
+        log(f"{name}: processes left {grace_s:.0f} s after the leader's signal; {sig.name}")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+        deadline = time.monotonic() + wait_s
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=wait_s)
+        while time.monotonic() < deadline and group_alive(pgid):
+            time.sleep(0.1)
+    return pgid
+
+
 _LIVE: list[ServerProcess] = []
 
 
@@ -181,22 +207,7 @@ class ServerProcess:
         """SIGINT to the leader, then SIGTERM and SIGKILL to whatever of the group is left."""
         if self.proc is None:
             return
-        pgid = self.proc.pid  # start_new_session: the leader's pid is the group id
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pgid, signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=STOP_GRACE_S)
-        for sig, grace_s in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
-            if not group_alive(pgid):
-                break
-            log(f"{self.name}: processes left after SIGINT; {sig.name} to the group")
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, sig)
-            deadline = time.monotonic() + grace_s
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=grace_s)
-            while time.monotonic() < deadline and group_alive(pgid):
-                time.sleep(0.1)
+        pgid = stop_group(self.proc, self.name, signal.SIGINT, STOP_GRACE_S)
         left = reap(pgid, self.tag)
         if left:
             log(f"{self.name}: killed {len(left)} process(es) left outside its group: {left}")

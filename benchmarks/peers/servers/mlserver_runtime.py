@@ -28,12 +28,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
-from batch_log import BatchLog
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
 from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor
 from mlserver.utils import get_model_uri
+from peer_runtime import BatchLog, ort_session
 
 _ORT_TYPES = {"tensor(float)": (np.float32, "FP32"), "tensor(double)": (np.float64, "FP64")}
 
@@ -51,15 +50,6 @@ def _new_log() -> BatchLog:
 
 
 BATCHES: BatchLog = globals().get("BATCHES") or _new_log()
-
-
-def ort_session(path: str, threads: int) -> ort.InferenceSession:
-    """The same ORT settings as qosbatch's ONNX backend: ``threads`` intra-op, 1 inter-op."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def metadata_of(arg: Any) -> MetadataTensor:

@@ -28,8 +28,7 @@ from types import FrameType
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
-from batch_log import BatchLog
+from peer_runtime import BatchLog, ort_session
 from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, QueuePolicy, Tensor, TimeoutAction
 from pytriton.triton import Triton, TritonConfig
@@ -40,15 +39,6 @@ _ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}
 
 def say(msg: str) -> None:
     print(f"[triton_app] {msg}", flush=True)
-
-
-def ort_session(path: str, threads: int) -> ort.InferenceSession:
-    """The same ORT settings as qosbatch's ONNX backend: ``threads`` intra-op, 1 inter-op."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def tensor_of(arg: Any) -> Tensor:

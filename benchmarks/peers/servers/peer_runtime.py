@@ -1,8 +1,9 @@
-"""Batch sizes a peer's batcher formed, counted and reported at shutdown.
+"""What the peers' server scripts share: the ONNX Runtime session and the batch log.
 
-The evidence that the peer did batch (its server log keeps the line), and how much of
-the time its model took. Shared by the server scripts that run in the peers' own
-venvs (Triton's, MLServer's), so it imports nothing beyond the standard library.
+They run in the peers' own venvs (Triton's, MLServer's), so this imports nothing of
+qosbatch: only the standard library and onnxruntime, which every peer venv has. The
+batch log counts the sizes the peer's batcher formed, reported at shutdown: the
+evidence that the peer did batch, and how much of the time its model took.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import collections
 import json
 import threading
 from collections.abc import Callable
+
+import onnxruntime as ort
 
 
 class BatchLog:
@@ -36,3 +39,12 @@ class BatchLog:
             f"batch sizes {json.dumps(sizes)} ({n} batches, {rows} rows, mean {mean:.1f}, "
             f"{busy_s:.2f} s in ORT)"
         )
+
+
+def ort_session(path: str, threads: int) -> ort.InferenceSession:
+    """The same ORT settings as qosbatch's ONNX backend: ``threads`` intra-op, 1 inter-op."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
