@@ -102,14 +102,20 @@ def simulate(
     deterministic: bool = False,
     strict: bool = True,
     rate_window_s: float = 1.0,
+    node_cores: int | None = None,
 ) -> SimResult:
     """Run ``trace`` through one policy per model (built by ``policy_factory``).
 
     Deterministic for a seed. ``strict``: a broken policy contract raises
     ``PolicyContractError``; otherwise requests a policy left waiting at the end are
-    recorded as rejected with ``LEFT_WAITING`` as the reason.
+    recorded as rejected with ``LEFT_WAITING`` as the reason. ``node_cores``: every
+    model draws its batches' cores from one pool of that many (``serve --share-cores``;
+    each model still holds at most its deployment's ``cores`` at once); None: each
+    model owns its deployment's cores.
     """
-    return _Run(trace, deployments, policy_factory, seed, deterministic, strict, rate_window_s)()
+    return _Run(
+        trace, deployments, policy_factory, seed, deterministic, strict, rate_window_s, node_cores
+    )()
 
 
 class _Run:
@@ -124,6 +130,7 @@ class _Run:
         deterministic: bool,
         strict: bool,
         rate_window_s: float,
+        node_cores: int | None = None,
     ) -> None:
         by_name = {d.model: d for d in deployments}
         if len(by_name) != len(deployments):
@@ -177,6 +184,13 @@ class _Run:
         ]
         self.idle_wakes = [0] * n_models
         self.events = 0
+        # A node-wide pool (None: each model owns its cores): free cores, cores held per model.
+        self.node_free = node_cores
+        self.held = [0] * n_models
+        if node_cores is not None:
+            if node_cores < 1:
+                raise UserError(f"node cores must be >= 1, got {node_cores}")
+            self._share()
 
     def __call__(self) -> SimResult:
         start = time.perf_counter()
@@ -196,6 +210,7 @@ class _Run:
         wake, apply = self._wake, self._apply
         idle_only, decides, observes = self.idle_only, self.decides, self.observes
         running, wake_at = self.running, self.wake_at
+        shared = self.node_free is not None
         inf = math.inf
         n, i, popped = len(times), 0, 0  # (events: every arrival, and every heap entry popped)
         while True:
@@ -223,6 +238,9 @@ class _Run:
                 ev = heappop(heap)
                 if ev[1] != _COMPLETE:
                     wake(ev)
+                    continue
+                if shared:
+                    self._complete_shared(ev)
                     continue
                 # A batch completes: its worker and cores are free again.
                 now, _, _, m, w = ev
@@ -295,6 +313,41 @@ class _Run:
                 )
             self.wake_at[m] = math.nan  # never equal to an event time: further wakes are dropped
 
+    def _complete_shared(self, ev: tuple[float, int, int, int, int]) -> None:
+        """A batch completes on a shared pool: every model with requests waiting may go.
+
+        The hot loop's completion, then the completing model decides first (as there),
+        then the others in model order, since the cores it gave back are theirs too.
+        """
+        now, _, _, m, w = ev
+        ids, dispatch_s = self.running[m].pop(w)
+        q = self.queues[m]
+        worker = q.workers[w]
+        cores = worker.running_cores
+        worker.idle = True
+        worker.busy_until_s = now
+        worker.running_cores = 0
+        q.idle_workers += 1
+        self.node_free += cores  # type: ignore[operator]
+        self.held[m] -= cores
+        self._share()
+        deadline = self.deadline
+        late = sum(1 for r in ids if deadline[r] < now)
+        q.now_s = now
+        self.observes[m](CompletedBatch(q.model, w, cores, ids, dispatch_s, now, late))
+        self._decide(m, now)
+        for j, other in enumerate(self.queues):
+            if j != m and len(other) and other.idle_workers and other.free_cores:
+                self._decide(j, now)
+
+    def _share(self) -> None:
+        """Each model's free cores: the pool's, up to what it may still hold."""
+        free = self.node_free
+        assert free is not None
+        for q, held in zip(self.queues, self.held, strict=True):
+            room = q.max_cores - held
+            q.free_cores = room if room < free else free
+
     # ---- decisions ------------------------------------------------------------------
 
     def _decide(self, m: int, now: float) -> None:
@@ -334,6 +387,10 @@ class _Run:
         worker.running_cores = c
         q.free_cores -= c
         q.idle_workers -= 1
+        if self.node_free is not None:
+            self.node_free -= c
+            self.held[m] += c
+            self._share()
         batches = self.batches
         bid = len(batches)
         batches.append((now, done, b, c, w))
