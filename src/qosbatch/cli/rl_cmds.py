@@ -17,18 +17,29 @@ DEFAULT_WORKLOADS = (
 
 @app.command()
 def train(
-    profile: Annotated[list[Path], typer.Option(help="The model's profile JSON (one model).")],
+    profile: Annotated[
+        list[Path],
+        typer.Option(help="A model's profile JSON; repeat for one agent over several models."),
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Agent file to write (.zip).")],
     steps: Annotated[int, typer.Option(help="Environment steps (decision intervals).")] = 20_000,
     workload: Annotated[
         list[str] | None,
-        typer.Option(help="Workload spec to train on; repeatable (one is drawn per episode)."),
+        typer.Option(
+            help="Workload spec to train on; repeatable (one is drawn per episode). "
+            "Without model=, requests go to the models evenly."
+        ),
     ] = None,
     held_out: Annotated[
         list[str] | None, typer.Option(help="Extra workload shapes for the evaluation only.")
     ] = None,
     instances: Annotated[
-        int | None, typer.Option(help="Most concurrent instances, one core each (default: cores).")
+        int | None,
+        typer.Option(help="Most concurrent instances per model, one core each (default: cores)."),
+    ] = None,
+    node_cores: Annotated[
+        int | None,
+        typer.Option(help="Cores several models share (default: --instances); one model: unused."),
     ] = None,
     max_batch: Annotated[int, typer.Option(help="Largest batch the agent may choose.")] = 32,
     interval: Annotated[float, typer.Option(help="Seconds between the agent's decisions.")] = 0.5,
@@ -42,21 +53,22 @@ def train(
 ) -> None:
     """Train a SAC agent that sets batch size and concurrency; use it as --policy rl:FILE.
 
-    Ends with the agent against slo and utility-tuned dynamic on held-out seeds.
+    With several --profile, one agent sets every model's knobs at once, the models
+    sharing the node's cores. Ends with the agent against slo and utility-tuned
+    dynamic on held-out seeds.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
     from rich.table import Table
 
     from qosbatch.core.profile import load_profile
-    from qosbatch.policies.latency_table import LatencyTable
+    from qosbatch.rl.env import for_models
     from qosbatch.rl.evaluate import evaluate
+    from qosbatch.rl.train import scheduled
     from qosbatch.rl.train import train as run_training
     from qosbatch.viz.learning_plot import plot_learning_curve
     from qosbatch.workloads.spec import parse_workload
 
-    if len(profile) != 1:
-        raise UserError("train one agent per model: give exactly one --profile")
     if steps < 100:
         raise UserError(f"--steps must be >= 100, got {steps}")
     if not 1 <= max_batch <= 128:
@@ -65,13 +77,20 @@ def train(
         raise UserError(f"--interval must be > 0, got {interval}")
     if eval_runs < 0:
         raise UserError(f"--eval-runs must be >= 0, got {eval_runs}")
+    profs = [load_profile(p) for p in profile]
+    names = [p.model.name for p in profs]
+    if len(set(names)) != len(names):
+        raise UserError(f"a model is profiled twice: {', '.join(names)}; give one per model")
     workloads = list(workload or DEFAULT_WORKLOADS)
-    for w in [*workloads, *(held_out or [])]:
-        parse_workload(w)  # a bad spec fails now, not after training
-    prof = load_profile(profile[0])
-    k = instances if instances is not None else max(prof.core_counts)
+    k = instances if instances is not None else max(c for p in profs for c in p.core_counts)
     if k < 1:
         raise UserError(f"--instances must be >= 1, got {k}")
+    node = node_cores if node_cores is not None else k
+    if len(profs) > 1 and node < k:
+        raise UserError(f"--node-cores ({node}) must hold --instances ({k}) one-core instances")
+    for w in [*workloads, *(held_out or [])]:
+        for_models(parse_workload(w), names)  # a bad spec fails now, not after training
+    label = " + ".join(names)
     console = Console()
     with Progress(
         "[progress.description]{task.description}",
@@ -81,13 +100,14 @@ def train(
         console=console,
         transient=True,
     ) as bar:
-        task = bar.add_task(f"training SAC on {prof.model.name}", total=steps)
+        task = bar.add_task(f"training SAC on {label}", total=steps)
         result = run_training(
-            prof,
+            profs,
             workloads,
             steps,
             output,
             instances=k,
+            node_cores=node,
             max_batch=max_batch,
             interval_s=interval,
             seed=seed,
@@ -95,14 +115,18 @@ def train(
         )
     console.print(f"wrote {result.path} ({steps} steps in {result.seconds:.0f} s)")
     curve = plot or result.path.with_suffix(".png")
-    plot_learning_curve(result.episode_returns, curve, f"SAC on {prof.model.name}")
+    plot_learning_curve(result.episode_returns, curve, f"SAC on {label}")
     console.print(f"wrote {curve}")
     if not eval_runs:
         return
-    latency = LatencyTable.from_profile(prof, k, result.info.max_batch)
     with console.status("evaluating on held-out seeds (tuning dynamic for utility first)..."):
         scores = evaluate(
-            str(result.path), prof.model.name, latency, k, workloads, held_out or [], eval_runs
+            str(result.path),
+            scheduled(profs, k, result.info.max_batch),
+            result.info.node_cores,
+            workloads,
+            held_out or [],
+            eval_runs,
         )
     table = Table(
         title=f"held-out: {eval_runs} seed(s) x {len(workloads) + len(held_out or [])} workload(s)"

@@ -51,6 +51,13 @@ def simulate(
     workers: Annotated[
         int, typer.Option(help="Workers (replicas) per model sharing its cores.")
     ] = 1,
+    share_cores: Annotated[
+        bool,
+        typer.Option(
+            help="All models draw from one pool of --cores cores, batch by batch (as serve "
+            "--share-cores); default: each model owns --cores."
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the workload and the service times.")] = 0,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print a JSON list, one object per policy.")
@@ -86,9 +93,14 @@ def simulate(
     profiles = [load_profile(p) for p in profile]
     deps = deployments_from_profiles(profiles, cores, workers, max_batch, latency_model)
     models = [d.model for d in deps]
+    node = max(d.cores for d in deps) if share_cores else None
     if trace is not None:
         exp = Experiment.from_trace(
-            read_trace(trace, known_models=models), deps, seed=seed, deterministic=deterministic
+            read_trace(trace, known_models=models),
+            deps,
+            seed=seed,
+            deterministic=deterministic,
+            node_cores=node,
         )
     else:
         spec = parse_workload(workload or "")
@@ -97,7 +109,9 @@ def simulate(
             raise UserError(
                 f"workload model {unknown[0]!r} has no profile (loaded: {', '.join(models)})"
             )
-        exp = Experiment.from_spec(spec, deps, seed=seed, deterministic=deterministic)
+        exp = Experiment.from_spec(
+            spec, deps, seed=seed, deterministic=deterministic, node_cores=node
+        )
     if tune:
         specs = _tune(exp, specs, target, json_out)
     rows = _sweep(exp, specs, target, json_out) if sweep else _compare(exp, specs, json_out)

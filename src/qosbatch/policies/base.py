@@ -155,7 +155,9 @@ class Policy(Protocol):
     def observe(self, done: CompletedBatch) -> None: ...
 
 
-# A factory builds one policy per model from a seeded Generator (its only randomness).
+# A factory builds one policy per model from a seeded Generator (its only randomness), for
+# one run: a policy that schedules all models together returns one object to every call
+# (``serves_all_models``), so a new run needs a new factory (``PolicySpec.factory()``).
 PolicyFactory = Callable[[np.random.Generator], Policy]
 
 

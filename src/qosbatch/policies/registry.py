@@ -62,6 +62,11 @@ class PolicySpec:
         cls = POLICIES[self.name]
         params = dict(self.params)
 
+        if getattr(cls, "serves_all_models", False):
+            # One object for every model of the run: it schedules them together (rl).
+            shared: Policy = cls(**params, rng=np.random.default_rng(0))
+            return lambda rng: shared
+
         def build(rng: np.random.Generator) -> Policy:
             return cls(**params, rng=rng)  # type: ignore[no-any-return]
 

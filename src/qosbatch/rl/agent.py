@@ -1,8 +1,8 @@
 """Agent files: training a SAC agent on the environment, saving it, loading it as a Policy.
 
 An agent file is Stable-Baselines3's zip plus one entry of ours,
-``qosbatch.json``: the model it was trained for and the environment's settings,
-so that a file trained for another model, or not by qosbatch, is refused in one
+``qosbatch.json``: the models it was trained for and the environment's settings,
+so that a file trained for other models, or not by qosbatch, is refused in one
 line. Loading an SB3 file unpickles Python objects it holds (spaces, schedules):
 load only agents you trained or trust, as with any pickle.
 """
@@ -20,26 +20,32 @@ import numpy as np
 
 from qosbatch.core.errors import UserError
 from qosbatch.policies.base import CompletedBatch, Decision, QueueView
-from qosbatch.rl.knobs import OBSERVATION_SIZE, IntervalStats, KnobPolicy, to_knobs
+from qosbatch.rl.knobs import OBSERVATION_SIZE, IntervalStats, KnobPolicy, KnobRange, to_all_knobs
 
 META = "qosbatch.json"
-SCHEMA = "qosbatch.agent"
+SCHEMA = "qosbatch.agent/2"  # 2: several models (``models``, ``instances`` per model)
 
 
 @dataclass(frozen=True)
 class AgentInfo:
     """What an agent was trained for; saved in its file."""
 
-    model: str
+    models: tuple[str, ...]
     max_batch: int
-    instances: int
+    instances: tuple[int, ...]  # per model, one core each
+    node_cores: int | None  # the pool the models shared (None: one model on its own cores)
     interval_s: float
     slo_scale_s: float
     workloads: tuple[str, ...]
     steps: int
     seed: int
-    observation_size: int = OBSERVATION_SIZE
+    observation_size: int = OBSERVATION_SIZE  # per model
     schema: str = SCHEMA
+
+    @property
+    def ranges(self) -> list[KnobRange]:
+        pairs = zip(self.models, self.instances, strict=True)
+        return [KnobRange(m, self.max_batch, k) for m, k in pairs]
 
 
 def write_info(path: Path, info: AgentInfo) -> None:
@@ -60,12 +66,17 @@ def read_info(path: str | Path) -> AgentInfo:
         raise UserError(f"{path} is not a qosbatch agent (no {META} inside)") from None
     except ValueError:
         raise UserError(f"{path}: its {META} is corrupt") from None
+    if isinstance(data, dict) and data.get("schema") == "qosbatch.agent":
+        raise UserError(f"{path} was saved by an older qosbatch (one model per agent): retrain it")
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise UserError(f"{path}: its {META} is not a qosbatch agent description")
     try:
-        info = AgentInfo(**{**data, "workloads": tuple(data["workloads"])})
+        tuples = {k: tuple(data[k]) for k in ("models", "instances", "workloads")}
+        info = AgentInfo(**{**data, **tuples})
     except (TypeError, KeyError) as exc:
         raise UserError(f"{path}: its {META} is incomplete ({exc})") from None
+    if not info.models or len(info.models) != len(info.instances):
+        raise UserError(f"{path}: its {META} names {info.models} with instances {info.instances}")
     if info.observation_size != OBSERVATION_SIZE:
         raise UserError(
             f"{path} was trained on {info.observation_size} observations; "
@@ -75,9 +86,13 @@ def read_info(path: str | Path) -> AgentInfo:
 
 
 def check_trained_for(path: str | Path, info: AgentInfo, model: str) -> None:
-    """Refuse an agent trained for another model (its observations mean something else)."""
-    if info.model != model:
-        raise UserError(f"agent {path} was trained for model {info.model!r}, not {model!r}")
+    """Refuse an agent not trained for ``model`` (its observations mean something else).
+
+    An agent for several models may serve some of them: the others look idle to it.
+    """
+    if model not in info.models:
+        trained = ", ".join(repr(m) for m in info.models)
+        raise UserError(f"agent {path} was trained for model {trained}, not {model!r}")
 
 
 _LOADED: dict[str, tuple[AgentInfo, Any]] = {}
@@ -95,14 +110,26 @@ def load_agent(path: str | Path) -> tuple[AgentInfo, Any]:
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"{path}: the agent does not load: {first}") from None
+        want = (info.observation_size * len(info.models),)
+        if tuple(model.observation_space.shape) != want:
+            raise UserError(
+                f"{path}: its network takes {model.observation_space.shape} observations; "
+                f"its description says {want} ({len(info.models)} model(s))"
+            )
         _LOADED[key] = (info, model)
     return _LOADED[key]
 
 
 class AgentPolicy:
-    """``rl:agent.zip``: the ``KnobPolicy`` with a trained agent turning its knobs."""
+    """``rl:agent.zip``: the ``KnobPolicy`` with a trained agent turning every model's knobs.
+
+    ``serves_all_models``: a policy factory hands this one object to every model of
+    a run (see ``PolicySpec.factory``), so that the agent sees all their queues at
+    once, as in training.
+    """
 
     name = "rl"
+    serves_all_models = True
 
     def __init__(self, agent: str = "", rng: np.random.Generator | None = None) -> None:
         del rng
@@ -111,19 +138,17 @@ class AgentPolicy:
         self.agent = agent
         self.info, model = load_agent(agent)
         predict: Callable[..., Any] = model.predict
-        info = self.info
+        ranges = self.info.ranges
 
-        def controller(obs: list[float], stats: IntervalStats) -> tuple[int, int]:
+        def controller(obs: list[float], stats: list[IntervalStats]) -> list[tuple[int, int]]:
             x = np.clip(np.asarray(obs, dtype=np.float32), -1.0, 5.0)
             action, _ = predict(x, deterministic=True)
-            return to_knobs(action, info.max_batch, info.instances)
+            return to_all_knobs(action, ranges)
 
-        self.knobs = KnobPolicy(
-            controller, info.max_batch, info.instances, info.interval_s, info.slo_scale_s
-        )
+        self.knobs = KnobPolicy(controller, ranges, self.info.interval_s, self.info.slo_scale_s)
 
     def decide(self, view: QueueView) -> list[Decision]:
-        if view.model != self.info.model:
+        if view.model not in self.info.models:
             check_trained_for(self.agent, self.info, view.model)
         return self.knobs.decide(view)
 

@@ -1,4 +1,4 @@
-"""Training: Stable-Baselines3's SAC on ``BatchingEnv``, one agent per model (BCEdge).
+"""Training: Stable-Baselines3's SAC on ``BatchingEnv``, one agent for one or several models.
 
 Deterministic for a seed (SB3 seeds torch, numpy and the environment; the
 simulator is deterministic), on the CPU. The learning curve is the return of
@@ -15,7 +15,7 @@ from typing import Any
 from qosbatch.core.profile import Profile
 from qosbatch.policies.latency_table import LatencyTable
 from qosbatch.rl.agent import AgentInfo, write_info
-from qosbatch.rl.env import BatchingEnv
+from qosbatch.rl.env import BatchingEnv, Scheduled
 
 
 @dataclass(frozen=True)
@@ -26,20 +26,32 @@ class TrainResult:
     seconds: float
 
 
+def scheduled(profiles: Sequence[Profile], instances: int, max_batch: int) -> list[Scheduled]:
+    """The models an agent schedules, each with up to ``instances`` one-core instances."""
+    return [
+        Scheduled(p.model.name, LatencyTable.from_profile(p, instances, max_batch), instances)
+        for p in profiles
+    ]
+
+
 def train(
-    profile: Profile,
+    profiles: Sequence[Profile],
     workloads: Sequence[str],
     steps: int,
     out: str | Path,
     *,
     instances: int,
+    node_cores: int | None = None,
     max_batch: int = 32,
     interval_s: float = 0.5,
     slo_scale_s: float = 0.5,
     seed: int = 0,
     on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
-    """Train for ``steps`` environment steps and save the agent to ``out``."""
+    """Train for ``steps`` environment steps and save the agent to ``out``.
+
+    Several models share ``node_cores`` cores (default: ``instances``).
+    """
     import time
 
     import torch
@@ -47,9 +59,9 @@ def train(
     from stable_baselines3.common.callbacks import BaseCallback
 
     torch.set_num_threads(1)  # small networks: threads cost more than they give
-    model_name = profile.model.name
-    latency = LatencyTable.from_profile(profile, instances, max_batch)
-    env = BatchingEnv(model_name, latency, instances, workloads, max_batch, interval_s, slo_scale_s)
+    models = scheduled(profiles, instances, max_batch)
+    node = node_cores if node_cores is not None else instances
+    env = BatchingEnv(models, workloads, max_batch, interval_s, slo_scale_s, node)
     returns: list[tuple[int, float]] = []
 
     class Track(BaseCallback):  # type: ignore[misc]
@@ -88,7 +100,15 @@ def train(
     if path.suffix != ".zip":  # SB3 appends .zip when the name lacks it
         path = path.with_name(path.name + ".zip")
     info = AgentInfo(
-        model_name, env.max_batch, instances, interval_s, slo_scale_s, tuple(workloads), steps, seed
+        tuple(m.model for m in models),
+        env.max_batch,
+        tuple(m.instances for m in models),
+        env.node_cores,
+        interval_s,
+        slo_scale_s,
+        tuple(workloads),
+        steps,
+        seed,
     )
     write_info(path, info)
     return TrainResult(path, info, returns, seconds)

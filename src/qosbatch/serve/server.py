@@ -28,6 +28,7 @@ from qosbatch.core.errors import UserError
 from qosbatch.core.profile import Profile
 from qosbatch.latency.amdahl import AmdahlModel
 from qosbatch.models.loading import ModelRef
+from qosbatch.policies.base import PolicyFactory
 from qosbatch.policies.latency_table import DEFAULT_MAX_BATCH, LatencyTable
 from qosbatch.policies.queue import split_evenly
 from qosbatch.policies.registry import PolicySpec
@@ -100,6 +101,9 @@ class Server:
     worker_kind: type = WorkerHandle
     models: dict[str, ServedModel] = field(default_factory=dict)
     pool: CorePool | None = None  # the node's CPUs, when the models share them
+    # One factory per policy spec, as in a simulation: a policy that schedules all its
+    # models together (rl) hands each the same object.
+    factories: dict[str, PolicyFactory] = field(default_factory=dict)
     drain_requested: bool = False
     draining: bool = False
     started: bool = False
@@ -142,7 +146,10 @@ class Server:
         else:
             latency = await calibrate(handles[0], mc.cpus, mc.max_batch)
             source = "calibrated"
-        policy = mc.policy.factory()(np.random.default_rng(seed))
+        factory = self.factories.get(mc.policy.label)
+        if factory is None:
+            factory = self.factories[mc.policy.label] = mc.policy.factory()
+        policy = factory(np.random.default_rng(seed))
         self.telemetry.add_model(name, mc.policy.name, dict(mc.policy.params))
         batcher = Batcher(
             name,

@@ -108,11 +108,12 @@ def find_capacity(
     rel_tol: float = 0.02,
     max_runs: int = 30,
     deterministic: bool = False,
+    node_cores: int | None = None,
 ) -> Capacity:
     """Bisect the load factor until the bracket is within ``rel_tol``."""
     if not 0 < target <= 1:
         raise UserError(f"target attainment must be in (0, 1], got {target}")
-    factory = policy.factory()
+    policy.factory()  # a bad spec fails here, before any run
     base_rate = mean_rate(traces(1.0))
     result = Capacity(policy.label, 0.0, 0.0, target)
     cache: dict[float, Metrics] = {}
@@ -120,7 +121,14 @@ def find_capacity(
     def passes(factor: float) -> bool:
         trace = traces(factor)
         m = summarize(
-            simulate(trace, deployments, factory, seed=seed, deterministic=deterministic).records
+            simulate(
+                trace,
+                deployments,
+                policy.factory(),
+                seed=seed,
+                deterministic=deterministic,
+                node_cores=node_cores,
+            ).records
         )
         cache[factor] = m
         result.points.append((base_rate * factor, m.attainment))

@@ -54,6 +54,7 @@ class Experiment:
     traces: TraceAt  # load factor -> trace (same seed at every factor)
     seed: int = 0
     deterministic: bool = False
+    node_cores: int | None = None  # one core pool for all models (simulate's node_cores)
 
     @classmethod
     def from_trace(cls, trace: Trace, deployments: list[Deployment], **kw: Any) -> Experiment:
@@ -78,6 +79,7 @@ class Experiment:
             policy.factory(),
             seed=self.seed,
             deterministic=self.deterministic,
+            node_cores=self.node_cores,
         )
 
     def compare(self, policies: Sequence[PolicySpec]) -> list[tuple[PolicySpec, Metrics]]:
@@ -92,6 +94,7 @@ class Experiment:
             seed=self.seed,
             rel_tol=rel_tol,
             deterministic=self.deterministic,
+            node_cores=self.node_cores,
         )
 
     def tune(self, policy: PolicySpec, target: float = 0.99, rel_tol: float = 0.05) -> Tuned:
@@ -103,6 +106,7 @@ class Experiment:
             seed=self.seed,
             rel_tol=rel_tol,
             deterministic=self.deterministic,
+            node_cores=self.node_cores,
         )
 
     def load_curve(self, policy: PolicySpec, factors: Sequence[float]) -> list[tuple[float, float]]:
