@@ -35,7 +35,10 @@ def train(
     ] = None,
     instances: Annotated[
         int | None,
-        typer.Option(help="Most concurrent instances per model, one core each (default: cores)."),
+        typer.Option(
+            help="Most concurrent instances per model, on as many cores, which the running "
+            "ones split (default: the profiles' most cores)."
+        ),
     ] = None,
     node_cores: Annotated[
         int | None,
@@ -87,7 +90,9 @@ def train(
         raise UserError(f"--instances must be >= 1, got {k}")
     node = node_cores if node_cores is not None else k
     if len(profs) > 1 and node < k:
-        raise UserError(f"--node-cores ({node}) must hold --instances ({k}) one-core instances")
+        raise UserError(
+            f"--node-cores ({node}) must be at least --instances ({k}), the cores a model may use"
+        )
     for w in [*workloads, *(held_out or [])]:
         for_models(parse_workload(w), names)  # a bad spec fails now, not after training
     label = " + ".join(names)

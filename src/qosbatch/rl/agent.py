@@ -32,7 +32,7 @@ class AgentInfo:
 
     models: tuple[str, ...]
     max_batch: int
-    instances: tuple[int, ...]  # per model, one core each
+    instances: tuple[int, ...]  # per model, on as many cores (the running ones split them)
     node_cores: int | None  # the pool the models shared (None: one model on its own cores)
     interval_s: float
     slo_scale_s: float

@@ -45,14 +45,14 @@ from qosbatch.workloads.trace import Trace
 
 @dataclass(frozen=True)
 class Scheduled:
-    """One model the agent schedules: its latency model and most instances (a core each)."""
+    """One model the agent schedules: its latency model and most instances (as many cores)."""
 
     model: str
     latency: LatencyTable
     instances: int
 
     def deployment(self) -> Deployment:
-        """As trained and judged: one worker of one core per instance."""
+        """As trained and judged: a worker per instance, on a core per instance in all."""
         return Deployment(self.model, self.latency, self.instances, self.instances)
 
 
@@ -91,8 +91,8 @@ class BatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.node_cores = node_cores if len(self.models) > 1 else None
         if self.node_cores is not None and self.node_cores < max(m.instances for m in models):
             raise UserError(
-                f"{self.node_cores} node cores cannot run {max(m.instances for m in models)} "
-                "instances of one core each"
+                f"{self.node_cores} node cores are fewer than the "
+                f"{max(m.instances for m in models)} a model may use"
             )
         # Requests the node serves per interval at its best (each model alone, at b = max).
         cores_each = 1

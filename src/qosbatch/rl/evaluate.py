@@ -6,7 +6,7 @@ seeds, as a user would tune it on past traffic, then judged on the held-out
 ones with the others: with several models, each model gets its own knobs (as a
 Triton user sets each model's), found by one pass of coordinate search from the
 best setting common to all. Each policy runs on the deployment the agent was
-trained for (one instance per core; several models sharing the node's cores).
+trained for (a worker per instance, on as many cores; several models sharing the node's cores).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ class TrainResult:
 
 
 def scheduled(profiles: Sequence[Profile], instances: int, max_batch: int) -> list[Scheduled]:
-    """The models an agent schedules, each with up to ``instances`` one-core instances."""
+    """The models an agent schedules, each with up to ``instances`` instances on as many cores."""
     return [
         Scheduled(p.model.name, LatencyTable.from_profile(p, instances, max_batch), instances)
         for p in profiles
