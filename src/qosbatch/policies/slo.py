@@ -64,6 +64,7 @@ _SIZES = (1, 2, 4, 8, 16, 32, 64, 128)  # alternative first-batch sizes in a loo
 
 
 MAX_CORRECTION = 4.0  # observed/predicted service time is clamped to [1/4, 4] per batch
+_MIN_CORRECTION = 1 / MAX_CORRECTION
 
 
 class SloPolicy:
@@ -126,7 +127,11 @@ class SloPolicy:
         # Bounded: live, one batch slowed by a cold start or a neighbour once read 30x and
         # pushed the ratio so high that every request looked hopeless; shedding them all,
         # the policy never ran another batch to learn it was wrong.
-        sample = min(max(sample, 1 / MAX_CORRECTION), MAX_CORRECTION)
+        # (min(max(sample, 1 / MAX_CORRECTION), MAX_CORRECTION) as two tests: once per batch)
+        if sample < _MIN_CORRECTION:
+            sample = _MIN_CORRECTION
+        elif sample > MAX_CORRECTION:
+            sample = MAX_CORRECTION
         self.ratio += self.correction * (sample - self.ratio)
 
     def _rebuild(self, table: LatencyTable) -> None:
@@ -333,7 +338,27 @@ class SloPolicy:
 
 
 class _Context:
-    """One decision's arithmetic: candidate batches scored by a greedy plan."""
+    """One decision's arithmetic: candidate batches scored by a greedy plan.
+
+    Slotted, and its methods copy attributes to locals: a few of these run per
+    decision with requests queued, and attribute loads show at that rate.
+    """
+
+    __slots__ = (
+        "_pool",
+        "_started",
+        "all_idle",
+        "dl",
+        "eff",
+        "free",
+        "n_workers",
+        "nominal",
+        "now",
+        "p",
+        "safe",
+        "top",
+        "view",
+    )
 
     def __init__(
         self,
@@ -351,10 +376,10 @@ class _Context:
         self.dl = deadlines
         self.free = free
         self.eff = policy._eff
-        self.n_workers = len(view.workers)
-        self.top = view.max_cores
-        self.nominal = max(1, self.top // self.n_workers)
-        self.all_idle = view.idle_workers == self.n_workers
+        self.n_workers = n_workers = len(view.workers)
+        self.top = top = view.max_cores
+        self.nominal = top // n_workers or 1  # (max(1, top // n_workers))
+        self.all_idle = view.idle_workers == n_workers
         self._pool: tuple[list[float], list[int], int] | None = None
         # (b, cores) -> the pool's ends and cores with that batch started now, and its end
         self._started: dict[tuple[int, int], tuple[list[float], list[int], float]] = {}
@@ -385,10 +410,11 @@ class _Context:
 
         None: the plan of the rest lost more than ``max_lost`` requests and was cut short.
         """
+        now = self.now
         started = self._started.get((b, cores))
         if started is None:
-            ends, held, _ = self.pool()
-            done = self.now + self.safe[cores][b]
+            ends, held, _ = self._pool or self.pool()
+            done = now + self.safe[cores][b]
             j = bisect_right(ends, done)
             ends = ends[:]
             ends.insert(j, done)
@@ -399,7 +425,7 @@ class _Context:
         dl = self.dl
         out = plan_lists(
             dl[:k] + dl[k + b :] if k else dl[b:],
-            self.now,
+            now,
             ends[:],
             held[:],
             self.n_workers - len(ends),
@@ -531,7 +557,7 @@ class _Context:
         most_on_time = known_score[0] if known is not None and known_score is not None else 0
         best: tuple[int, int, float, int] | None = None
         choice = (0, 0, free)
-        ends, held, idle = self.pool()
+        ends, held, idle = self._pool or self.pool()
         if ends:  # nothing now: the plan starts when the first running batch ends
             out = plan_lists(
                 dl,
@@ -551,23 +577,28 @@ class _Context:
                 best = (on_time, -round((makespan - now) / quantum), -total, 0)
                 if on_time > most_on_time:
                     most_on_time = on_time
-        for k in range(min(self.p.lookahead, n - 1) + 1):
+        evaluate = self.evaluate
+        lookahead = self.p.lookahead
+        for k in range(min(lookahead, n - 1) + 1):
             for cores in core_options:
                 row = safe[cores]
                 want = eff[cores]
                 if n - k < want:
                     want = n - k
-                if want == 1:  # fit(row, now, dl, 1, k), inlined
-                    most = 1 if now + row[1] <= dl[k] else 0
+                if want == 1:  # fit(row, now, dl, 1, k), inlined; most is 1 or 0
+                    if now + row[1] > dl[k]:
+                        continue
+                    sizes: tuple[int, ...] = (1,)  # (_sizes_to_try(1))
                 else:
                     most = fit(row, now, dl, want, k)
-                if most == 0:
-                    continue
-                for b in _sizes_to_try(most):
+                    if most == 0:
+                        continue
+                    sizes = _ORDERS.get(most) or _sizes_to_try(most)
+                for b in sizes:
                     if known == (k, b, cores) and known_score is not None:
                         ev: _Score | None = known_score
                     else:
-                        ev = self.evaluate(k, b, cores, n - most_on_time)
+                        ev = evaluate(k, b, cores, n - most_on_time)
                     if ev is None:
                         continue  # fewer on time than another candidate: never chosen
                     on_time, makespan, total = ev

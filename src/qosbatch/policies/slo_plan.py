@@ -11,6 +11,8 @@ import math
 from bisect import bisect_right
 from dataclasses import dataclass
 
+_INF = math.inf
+
 
 def fit(row: list[float], now: float, deadlines: list[float], want: int, start: int = 0) -> int:
     """Largest b <= want with ``now + row[b] <= min(deadlines[start : start + b])``."""
@@ -154,7 +156,7 @@ def plan_lists(
     on_time = 0
     total = 0.0
     first: tuple[int, int, int] | None = None
-    soonest = ends[0] if ends else math.inf
+    soonest = ends[0] if ends else _INF
     i, n = 0, len(deadlines)
     while i < n:
         if soonest <= t:  # batches ended: their workers and cores are free again
@@ -163,7 +165,7 @@ def plan_lists(
                 idle += 1
                 free += held.pop(0)
                 if not ends:
-                    soonest = math.inf
+                    soonest = _INF
                     break
                 soonest = ends[0]
                 if soonest > t:

@@ -377,9 +377,17 @@ class _Run:
         now = q.now_s
         ids = tuple(d.requests)
         b, w, c = len(ids), d.worker, d.cores
-        q.check_dispatch(w, c, b)
-        worker = q.workers[w]
+        workers = q.workers
         latency = q.latency
+        # check_dispatch's tests, inline; it is called to raise with the reason.
+        if not (
+            0 <= w < len(workers)
+            and workers[w].idle
+            and 1 <= c <= q.free_cores
+            and 1 <= b <= latency.max_batch
+        ):
+            q.check_dispatch(w, c, b)
+        worker = workers[w]
         q.take(ids)
         done = now + self.samplers[m].sample(b, c)
         worker.idle = False
