@@ -120,6 +120,16 @@ def test_a_trained_agent_loads_and_acts_in_simulate(agent, profile_path):
     assert rows[0]["mean_batch"] >= 1
 
 
+def test_one_agent_policy_per_run_serves_every_model(agent):
+    from qosbatch.policies.registry import parse_policy
+
+    spec = parse_policy(f"rl:{agent}")
+    run = spec.factory()
+    first, second = run(np.random.default_rng(0)), run(np.random.default_rng(1))
+    assert first is second  # the models of a run share it: the agent sees all their queues
+    assert spec.factory()(np.random.default_rng(0)) is not first  # a new run starts afresh
+
+
 def test_agent_files_that_are_missing_corrupt_or_foreign_are_refused(agent, tmp_path):
     junk = tmp_path / "junk.zip"
     junk.write_bytes(b"not a zip")
@@ -287,3 +297,43 @@ def test_one_agent_trains_for_two_models_and_acts_for_both(two_model_agent, prof
     result = run_cli("simulate", "--profile", foreign, "--policy", f"rl:{out}",
                      "--workload", "poisson:rate=20,duration_s=5,slo_ms=200")  # fmt: skip
     assert_one_line_error(result, "trained for model 'synthetic', 'n', not 'foreign'")
+
+
+@pytest.mark.slow
+def test_one_agent_serves_two_models_live(tmp_path):
+    """serve --policy rl:two.zip: both models answered through the one agent."""
+    import urllib.request
+
+    from qosbatch.core.profile import load_profile
+    from qosbatch.rl.train import train
+    from qosbatch.testing import running_server
+
+    paths = []
+    for name in ("noop", "small-cnn"):
+        paths.append(tmp_path / f"{name}.json")
+        save_profile(make_profile(law, name=name), paths[-1])
+    workload = TWO.replace("model=m/n", "model=noop/small-cnn")
+    agent = tmp_path / "two.zip"
+    train([load_profile(p) for p in paths], [workload], 200, agent, instances=1, seed=0)
+    args = ["serve", "--model", "noop", "--model", "small-cnn", "--profile", paths[0],
+            "--profile", paths[1], "--cores", 2, "--share-cores",
+            "--policy", f"rl:{agent}", "--slo", "500ms", "--port", 0]  # fmt: skip
+    with running_server(args) as url:
+        for model in ("noop", "small-cnn"):
+            with urllib.request.urlopen(f"{url}/v2/models/{model}", timeout=30) as r:
+                shape = json.loads(r.read())["inputs"][0]["shape"]
+            shape = [1 if d == -1 else d for d in shape]
+            body = {"inputs": [{"name": "input", "shape": shape, "datatype": "FP32",
+                                "data": [0.5] * int(np.prod(shape))}]}  # fmt: skip
+            for _ in range(3):
+                req = urllib.request.Request(
+                    f"{url}/v2/models/{model}/infer", json.dumps(body).encode(), method="POST"
+                )
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    assert r.status == 200 and json.loads(r.read())["outputs"]
+        with urllib.request.urlopen(f"{url}/metrics", timeout=30) as r:
+            metrics = r.read().decode()
+    for model in ("noop", "small-cnn"):
+        line = next(x for x in metrics.splitlines()
+                    if x.startswith(f'qosbatch_batch_size_count{{model="{model}"}}'))  # fmt: skip
+        assert float(line.rsplit(" ", 1)[1]) >= 1  # its batches ran
