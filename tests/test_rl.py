@@ -15,6 +15,7 @@ from qosbatch.policies.latency_table import LatencyTable
 from qosbatch.rl.env import BatchingEnv, Scheduled
 from qosbatch.rl.knobs import KnobPolicy, KnobRange, to_all_knobs, to_knobs
 from qosbatch.sim.kernel import Deployment, simulate
+from qosbatch.testing import peak_cores
 from qosbatch.workloads.trace import Trace
 from tests.conftest import assert_one_line_error, make_profile, run_cli
 
@@ -248,15 +249,7 @@ def test_the_knob_policy_asks_once_for_all_models_and_each_keeps_its_knobs():
     assert n.batch_size.max() <= 4 and set(n.worker.tolist()) == {0, 1}
     assert set(n.cores.tolist()) == {1}  # two instances split 2 cores
     assert set(m.cores.tolist()) == {1, 2}  # one instance: both cores, or what n leaves
-    # The two share 2 cores: at no moment do their batches hold more.
-    served = r.worker >= 0
-    batches = set(zip(r.model[served], r.worker[served], r.dispatch_s[served],
-                      r.completion_s[served], r.cores[served], strict=True))  # fmt: skip
-    held = peak = 0
-    for _, _, delta in sorted(e for b in batches for e in ((b[2], 1, b[4]), (b[3], 0, -b[4]))):
-        held += delta
-        peak = max(peak, held)
-    assert peak == 2
+    assert peak_cores(r) == 2  # the two share 2 cores: at no moment do they hold more
 
 
 @pytest.fixture(scope="module")

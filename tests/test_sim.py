@@ -15,7 +15,7 @@ from qosbatch.metrics import summarize
 from qosbatch.policies import Dispatch, PolicyContractError, Wait, parse_policy
 from qosbatch.sim import LEFT_WAITING, Deployment, simulate
 from qosbatch.sim.capacity import find_capacity, trace_at, tune
-from qosbatch.testing import poisson_trace, synthetic_table
+from qosbatch.testing import peak_cores, poisson_trace, synthetic_table
 from qosbatch.workloads import parse_workload
 from qosbatch.workloads.trace import Trace
 
@@ -43,19 +43,6 @@ def batches(records):
         row[1] += 1
         row[3] = min(row[3], float(records.arrival_s[i]))
     return sorted((k[0], k[1], k[2], *v) for k, v in keys.items())
-
-
-def peak_cores(records, model=0):
-    """Most cores the model's batches held at once (completions free before starts take)."""
-    events = []
-    for m, _, start, end, _, cores, _ in batches(records):
-        if m == model:
-            events += [(start, 1, cores), (end, 0, -cores)]
-    held = peak = 0
-    for _, _, delta in sorted(events):
-        held += delta
-        peak = max(peak, held)
-    return peak
 
 
 # ---- accounting --------------------------------------------------------------------
@@ -280,19 +267,7 @@ def test_slo_scales_cores_per_batch_within_the_pool():
     served = records.outcome != REJECTED
     used = set(records.cores[served].tolist())
     assert len(used) > 1 and max(used) <= 4  # not just the nominal 2
-    assert peak_cores(records) <= 4
-
-
-def node_peak_cores(records):
-    """Most cores all models' batches held at once."""
-    events = []
-    for _, _, start, end, _, cores, _ in batches(records):
-        events += [(start, 1, cores), (end, 0, -cores)]
-    held = peak = 0
-    for _, _, delta in sorted(events):
-        held += delta
-        peak = max(peak, held)
-    return peak
+    assert peak_cores(records, 0) <= 4
 
 
 def shifting_two_model_trace(seed=3):
@@ -320,7 +295,7 @@ def test_models_sharing_the_node_never_hold_more_than_its_cores(name):
     deps = [Deployment("a", TABLE, cores=2, workers=2), Deployment("b", TABLE, 2, workers=2)]
     records = simulate(trace, deps, parse_policy(name).factory(), seed=1, node_cores=2).records
     assert len(records) == len(trace)
-    assert node_peak_cores(records) <= 2  # each alone could hold 2: together still 2
+    assert peak_cores(records) <= 2  # each alone could hold 2: together still 2
     for m in (0, 1):
         assert peak_cores(records, m) == 2  # and each did take the whole node when busy
 

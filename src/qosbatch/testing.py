@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qosbatch.core.profile import Measurement, ModelInfo, NodeInfo, Profile
-from qosbatch.core.requests import Request
+from qosbatch.core.requests import RecordTable, Request
 from qosbatch.latency import AmdahlModel
 from qosbatch.policies.latency_table import LatencyTable
 from qosbatch.policies.queue import ModelQueue
@@ -115,6 +115,36 @@ class VirtualClock:
             raise ValueError(f"a clock cannot go back (dt={dt})")
         self.t += dt
         return self.t
+
+
+def peak_cores(records: RecordTable, model: int | None = None) -> int:
+    """Most cores the batches held at once: of one model, or of all (a shared node).
+
+    A batch is its members' shared (model, worker, dispatch time); at equal times a
+    completion frees its cores before a dispatch takes them, as in the simulator.
+    """
+    served = records.worker >= 0
+    if model is not None:
+        served &= records.model == model
+    batches = {
+        (m, w, start): (end, cores)
+        for m, w, start, end, cores in zip(
+            records.model[served].tolist(),
+            records.worker[served].tolist(),
+            records.dispatch_s[served].tolist(),
+            records.completion_s[served].tolist(),
+            records.cores[served].tolist(),
+            strict=True,
+        )
+    }
+    events = sorted(
+        e for (_, _, start), (end, c) in batches.items() for e in ((start, 1, c), (end, 0, -c))
+    )
+    held = peak = 0
+    for _, _, delta in events:
+        held += delta
+        peak = max(peak, held)
+    return peak
 
 
 def poisson_trace(
