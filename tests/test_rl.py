@@ -170,7 +170,10 @@ def test_an_agent_for_another_model_is_refused(agent, tmp_path):
 
 def test_train_cli_refuses_bad_arguments(profile_path, tmp_path):
     out = tmp_path / "a.zip"
+    second = tmp_path / "n.json"
+    save_profile(make_profile(law, name="n"), second)
     cases = [
+        (["--profile", profile_path, "--profile", second, "--node-cores", 1], "fewer than the 2"),
         (["--profile", profile_path, "--profile", profile_path], "profiled twice"),
         (["--profile", profile_path, "--steps", 5], "--steps"),
         (["--profile", profile_path, "--workload", "bogus:x=1"], "bogus"),

@@ -88,11 +88,6 @@ def train(
     k = instances if instances is not None else max(c for p in profs for c in p.core_counts)
     if k < 1:
         raise UserError(f"--instances must be >= 1, got {k}")
-    node = node_cores if node_cores is not None else k
-    if len(profs) > 1 and node < k:
-        raise UserError(
-            f"--node-cores ({node}) must be at least --instances ({k}), the cores a model may use"
-        )
     for w in [*workloads, *(held_out or [])]:
         for_models(parse_workload(w), names)  # a bad spec fails now, not after training
     label = " + ".join(names)
@@ -112,7 +107,7 @@ def train(
             steps,
             output,
             instances=k,
-            node_cores=node,
+            node_cores=node_cores,  # (checked against --instances as training starts)
             max_batch=max_batch,
             interval_s=interval,
             seed=seed,

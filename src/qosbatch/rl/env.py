@@ -91,8 +91,8 @@ class BatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.node_cores = node_cores if len(self.models) > 1 else None
         if self.node_cores is not None and self.node_cores < max(m.instances for m in models):
             raise UserError(
-                f"{self.node_cores} node cores are fewer than the "
-                f"{max(m.instances for m in models)} a model may use"
+                f"{self.node_cores} node cores (--node-cores) are fewer than the "
+                f"{max(m.instances for m in models)} a model may use (--instances)"
             )
         # Requests the node serves per interval at its best (each model alone, at b = max).
         cores_each = 1

@@ -66,7 +66,7 @@ class _Bench:
         self.models = list(models)
         self.names = [m.model for m in models]
         self.deployments = [m.deployment() for m in models]
-        self.node_cores = node_cores if len(models) > 1 else None
+        self.node_cores = node_cores  # (the agent's: None for one model, as in training)
 
     def run(
         self, make: Callable[[], PolicyFactory], workloads: Sequence[str], seeds: Sequence[int]
