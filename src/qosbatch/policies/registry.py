@@ -77,12 +77,13 @@ class PolicySpec:
 def knobs(name: str) -> dict[str, tuple[Any, Any]]:
     """The knobs of policy ``name``: knob -> (type, default)."""
     cls = POLICIES[name]
-    hints = typing.get_type_hints(cls.__init__)
-    sig = inspect.signature(cls.__init__)
+    # The class's signature rather than __init__'s, and the default's type where no hint is
+    # left: a class compiled by mypyc (``make compiled``) keeps only those.
+    hints = typing.get_type_hints(cls.__init__) if inspect.isfunction(cls.__init__) else {}
     return {
-        p.name: (hints.get(p.name, str), p.default)
-        for p in sig.parameters.values()
-        if p.name not in ("self", "rng")
+        p.name: (hints.get(p.name) or type(p.default), p.default)
+        for p in inspect.signature(cls).parameters.values()
+        if p.name != "rng"
     }
 
 
