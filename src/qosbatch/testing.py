@@ -7,10 +7,12 @@
 - ``VirtualClock``: the clock a driver is given in tests, moved by hand.
 - ``poisson_trace``: a one-model Poisson trace in one line.
 - ``running_server``: ``qosbatch serve`` or ``deploy`` as a child process, for benchmarks.
+- ``records_digest``: one short hash of every record of a run, to compare two builds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import subprocess
 import sys
@@ -115,6 +117,25 @@ class VirtualClock:
             raise ValueError(f"a clock cannot go back (dt={dt})")
         self.t += dt
         return self.t
+
+
+def records_digest(records: RecordTable) -> str:
+    """A short hash of every outcome of a run: equal digests, the same decisions.
+
+    Arrivals and deadlines are the trace's; what a build decides is in the rest.
+    """
+    h = hashlib.sha256()
+    for column in (
+        records.dispatch_s,
+        records.completion_s,
+        records.outcome,
+        records.batch_size,
+        records.cores,
+        records.worker,
+    ):
+        h.update(np.ascontiguousarray(column).tobytes())
+    h.update("\0".join(map(str, records.reason)).encode())
+    return h.hexdigest()[:16]
 
 
 def peak_cores(records: RecordTable, model: int | None = None) -> int:
