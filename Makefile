@@ -8,7 +8,7 @@ PIP := $(BIN)/pip --disable-pip-version-check
 OUT ?= demo-out
 COMPILED := build/compiled
 
-.PHONY: install demo test test-compiled compiled lint bench clean
+.PHONY: install demo test test-compiled compiled lint clean
 
 install: $(STAMP)
 
