@@ -241,12 +241,13 @@ def test_killed_worker_leaves_no_request_unanswered_and_comes_back():
     s = Served("--model", MODEL, "--policy", "dynamic:max_batch_size=4,max_queue_delay_ms=1")
     try:
         c = s.client(concurrency=16)
-        x = np.ones((64, 3, 32, 32), dtype=np.float32)  # big batches: the kill lands mid-batch
+        x = np.ones((128, 3, 32, 32), dtype=np.float32)  # long batches: the kill lands mid-batch
         pending = [c.async_infer(MODEL, [infer_input(x)]) for _ in range(40)]
-        time.sleep(0.3)
-        os.kill(_worker_pid(s), signal.SIGKILL)
-        ok = failed = 0
-        for p in pending:
+        pending[0].get_result()  # batches are flowing, and 39 requests are still to run:
+        os.kill(_worker_pid(s), signal.SIGKILL)  # the kill lands mid-batch (not after a sleep)
+        ok = 1
+        failed = 0
+        for p in pending[1:]:
             try:
                 p.get_result()
                 ok += 1
