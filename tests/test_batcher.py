@@ -33,9 +33,9 @@ class FakeWorker:
         self.starts += 1
         return self.io
 
-    def run(self, batch: np.ndarray, cpus: tuple[int, ...]) -> asyncio.Future:
+    def run(self, parts: list[np.ndarray], cpus: tuple[int, ...]) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
-        self.batches.append((batch.copy(), cpus, future))
+        self.batches.append((np.concatenate(parts), cpus, future))
         return future
 
     def finish(self, i: int = -1) -> None:

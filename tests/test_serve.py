@@ -346,7 +346,7 @@ def test_a_worker_changes_its_cores_in_place_without_restarting():
             x = np.ones((4, 3, 32, 32), np.float32)
             seen = []
             for use in (cpus[:1], cpus, cpus[1:]):
-                out = await w.run(x, use)
+                out = await w.run([x[:1], x[1:]], use)
                 assert out.output.shape == (4, 10)
                 seen.append((w.pid, tuple(sorted(os.sched_getaffinity(w.pid)))))
             return seen

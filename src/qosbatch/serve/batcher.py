@@ -89,6 +89,7 @@ class Batcher:
             raise ValueError(f"{model}: CPUs {cpus} are not all in the pool {self.pool.cpus}")
         self.queue = ModelQueue(model, nominal, len(cpus), latency)
         self._clock = clock
+        self._admit: Callable[[ModelQueue, float, int], str] | None = getattr(policy, "admit", None)
         self._ids = itertools.count()
         self._waiting: dict[int, _Waiting] = {}
         self._dead: set[int] = set()
@@ -166,6 +167,28 @@ class Batcher:
             self._wake.set()
         return future
 
+    def admit(self, budget_s: float, priority: int = 0) -> str:
+        """'' to take a request with this budget, or why it is shed before it is even read.
+
+        Asks the policy's optional ``admit`` (``qosbatch.policies.base``) against the
+        queue as it is now. A policy without one takes everything here and sheds, if
+        at all, in ``decide``. A policy that fails here takes the request.
+        """
+        admit = self._admit
+        if admit is None or self.draining or self._closed or self.broken:
+            return ""  # (submit answers those)
+        q = self.queue
+        now = q.now_s = self.now()
+        q.free_cores = min(self.pool.free, q.max_cores - self._running_cores())
+        try:
+            reason = admit(q, now + budget_s, priority)
+        except Exception:
+            log.exception("%s: the policy's admit failed; taking the request", self.model)
+            return ""
+        if reason:
+            self.series.outcome["rejected"].inc()
+        return reason
+
     # ---- the loop -------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -216,8 +239,6 @@ class Batcher:
             raise RuntimeError(f"worker {d.worker} is restarting")  # (it is never idle then)
         q.take(ids)
         members = [self._waiting.pop(rid) for rid in ids]
-        tensors = [m.tensor for m in members]
-        batch = tensors[0] if len(tensors) == 1 else np.concatenate(tensors)
         cpus = self.pool.take((self.model, d.worker), d.cores)
         worker = q.workers[d.worker]
         worker.idle = False
@@ -228,7 +249,7 @@ class Batcher:
         self.series.batch_size.observe(len(ids))
         self.series.worker_cores[d.worker].set(d.cores)
         try:
-            future = self.workers[d.worker].run(batch, cpus)
+            future = self.workers[d.worker].run([m.tensor for m in members], cpus)
         except Exception as exc:  # (the segment could not grow, the pipe broke): fail the batch
             future = asyncio.get_running_loop().create_future()
             future.set_exception(exc)
