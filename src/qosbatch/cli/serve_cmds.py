@@ -63,6 +63,13 @@ def serve(
         int, typer.Option(help="Waiting requests per model before new ones get 503.")
     ] = 10_000,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body, in MiB.")] = 64.0,
+    max_in_flight: Annotated[
+        int,
+        typer.Option(
+            help="Infer requests being read or waiting at once (all models); past it, 503 "
+            "before the body is read."
+        ),
+    ] = 1024,
     drain_timeout: Annotated[
         float, typer.Option(help="Seconds a SIGTERM waits for accepted requests.")
     ] = 30.0,
@@ -87,7 +94,11 @@ def serve(
     check_backend(backend, device)
     spec = parse_policy(policy)
     slo_s = duration_ms(slo, "--slo") / 1e3
-    for name, value, low in (("--max-batch", max_batch, 1), ("--max-queue", max_queue, 1)):
+    for name, value, low in (
+        ("--max-batch", max_batch, 1),
+        ("--max-queue", max_queue, 1),
+        ("--max-in-flight", max_in_flight, 1),
+    ):
         if value < low:
             raise UserError(f"{name} must be >= {low}, got {value}")
     if not max_body_mb > 0:
@@ -166,6 +177,7 @@ def serve(
         drain_timeout,
         seed,
         share_cores,
+        max_in_flight,
     )
     logging.basicConfig(level=logging.INFO, format="qosbatch: %(message)s")
     sock = bind(host, port)

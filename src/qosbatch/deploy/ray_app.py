@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from prometheus_client import Gauge
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
@@ -74,6 +75,10 @@ class _RemoteBatcher:
         self.handle = handle
         self.ready = True
 
+    def admit(self, budget_s: float, priority: int = 0) -> str:
+        """Take everything here: a replica's own batcher sheds (its queue is over there)."""
+        return ""
+
     async def submit(self, tensor: np.ndarray, budget_s: float, priority: int = 0) -> Answer:
         try:
             return await self.handle.infer.remote(tensor, budget_s, priority)
@@ -87,6 +92,8 @@ class _RemoteTelemetry:
 
     def __init__(self, handles: dict[str, Any]) -> None:
         self.handles = handles
+        # The ingress's own count, kept for --max-in-flight; not rendered (the replicas' are).
+        self.in_flight = Gauge("qosbatch_requests_in_flight", "", registry=None)
 
     async def render(self) -> bytes:
         # One replica's view per model (Ray picks which): not a sum over replicas.

@@ -22,9 +22,11 @@ import qosbatch
 from qosbatch.serve.protocol import (
     HEADER_LENGTH,
     ProtocolError,
+    decode_admission,
     decode_infer,
     encode_infer,
     error_body,
+    header_size,
     parse_budget_header,
 )
 from qosbatch.serve.server import ServedModel, Server
@@ -41,6 +43,9 @@ def _error(status: int, reason: str, **extra: Any) -> Response:
 def build_app(server: Server) -> Starlette:
     """The ASGI app serving ``server``'s models."""
     limit = server.config.max_body_bytes
+    max_in_flight = server.config.max_in_flight
+    in_flight: set[object] = set()  # infer requests between arrival and answer
+    gauge = server.telemetry.in_flight
 
     def lookup(request: Request) -> ServedModel:
         name = request.path_params["model"]
@@ -148,13 +153,48 @@ def build_app(server: Server) -> Starlette:
             m = lookup(request)
             if server.draining:
                 raise ProtocolError(503, "the server is shutting down")
-            body = await _read_body(request, limit)
-            req = decode_infer(
-                body, request.headers.get(HEADER_LENGTH), m.input, m.outputs, m.config.max_batch
-            )
-            budget = req.budget_s or parse_budget_header(request.headers.get("x-slo-ms"))
+            if len(in_flight) >= max_in_flight:
+                # Bounded: past this many, a request is refused before its body is read,
+                # instead of queueing in the event loop behind work it cannot catch up on.
+                raise ProtocolError(
+                    503, f"{len(in_flight)} requests in flight, the limit (--max-in-flight)"
+                )
         except ProtocolError as exc:
             return _error(exc.status, exc.reason)
+        token = object()
+        in_flight.add(token)
+        gauge.set(len(in_flight))
+        try:
+            return await _infer(request, m)
+        except ProtocolError as exc:
+            return _error(exc.status, exc.reason, **exc.extra)
+        finally:
+            in_flight.discard(token)
+            gauge.set(len(in_flight))
+
+    async def _infer(request: Request, m: ServedModel) -> Response:
+        body = _Body(request, limit)
+        header_length = request.headers.get(HEADER_LENGTH)
+        budget: float | None = None
+        admitted = False
+        if header_length is not None:
+            # Binary extension: the JSON header comes first. Shed from it, before the
+            # tensor's bytes are read or decoded: a 429 then costs the parse of a few
+            # hundred bytes, and uvicorn discards the rest of the body unread.
+            size = header_size(header_length, body.declared)
+            head = await body.head(size)
+            if len(head) < size:  # the body ended inside the header: say so as for a whole body
+                header_size(header_length, len(head))
+            budget, priority = decode_admission(head)
+            budget = budget or parse_budget_header(request.headers.get("x-slo-ms"))
+            _admit(m, budget, priority)
+            admitted = True
+        req = decode_infer(
+            await body.whole(), header_length, m.input, m.outputs, m.config.max_batch
+        )
+        budget = req.budget_s or parse_budget_header(request.headers.get("x-slo-ms"))
+        if not admitted:
+            _admit(m, budget, req.priority)
         answer = await m.batcher.submit(req.tensor, budget or m.config.slo_s, req.priority)
         if answer.status != 200:
             return _error(answer.status, answer.reason, outcome=answer.outcome)
@@ -166,6 +206,11 @@ def build_app(server: Server) -> Starlette:
             {"outcome": answer.outcome, "batch_size": answer.batch_size},
         )
         return Response(payload, headers=headers)
+
+    def _admit(m: ServedModel, budget: float | None, priority: int) -> None:
+        reason = m.batcher.admit(budget or m.config.slo_s, priority)
+        if reason:
+            raise ProtocolError(429, reason, outcome="rejected")
 
     async def metrics(request: Request) -> Response:
         """Prometheus metrics.
@@ -209,22 +254,54 @@ def build_app(server: Server) -> Starlette:
     return app
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes ``limit`` bytes (declared or streamed)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
+class _Body:
+    """A request body read in chunks within the size limit: its head first, then the rest.
+
+    Refused with 413 as soon as it passes the limit, declared or streamed.
+    """
+
+    def __init__(self, request: Request, limit: int) -> None:
+        self.limit = limit
+        self.declared: int | None = None
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                self.declared = int(declared)
+            except ValueError:
+                raise ProtocolError(
+                    400, f"Content-Length must be an integer, got {declared!r}"
+                ) from None
+            if self.declared > limit:
+                raise ProtocolError(
+                    413, f"the body has {self.declared} bytes; the limit is {limit}"
+                )
+        self._stream = request.stream()
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._ended = False
+
+    async def _more(self) -> bool:
         try:
-            size = int(declared)
-        except ValueError:
-            raise ProtocolError(
-                400, f"Content-Length must be an integer, got {declared!r}"
-            ) from None
-        if size > limit:
-            raise ProtocolError(413, f"the body has {size} bytes; the limit is {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ProtocolError(413, f"the body passed the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+            chunk = await anext(self._stream)
+        except StopAsyncIteration:
+            self._ended = True
+            return False
+        self._size += len(chunk)
+        if self._size > self.limit:
+            raise ProtocolError(413, f"the body passed the limit of {self.limit} bytes")
+        self._chunks.append(chunk)
+        return True
+
+    async def head(self, n: int) -> bytes:
+        """The first ``n`` bytes (fewer if the body is shorter), reading no more than needed."""
+        while self._size < n and await self._more():
+            pass
+        first = self._chunks[0] if self._chunks else b""
+        if len(first) >= n:
+            return first[:n]
+        return b"".join(self._chunks)[:n]
+
+    async def whole(self) -> bytes:
+        while not self._ended and await self._more():
+            pass
+        return self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)

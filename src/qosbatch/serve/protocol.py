@@ -41,12 +41,16 @@ _NAMES = {dtype: name for name, dtype in DATATYPES.items()}
 
 
 class ProtocolError(Exception):
-    """A request the protocol refuses: answered with ``status`` and ``{"error": reason}``."""
+    """A request the protocol refuses: answered with ``status`` and ``{"error": reason}``.
 
-    def __init__(self, status: int, reason: str) -> None:
+    ``extra`` fields go into the answer's body beside the reason (a 429's ``outcome``).
+    """
+
+    def __init__(self, status: int, reason: str, **extra: Any) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.extra = extra
 
 
 def datatype_of(dtype: np.dtype[Any]) -> str:
@@ -113,6 +117,17 @@ def decode_infer(
     )
 
 
+def decode_admission(head: bytes | memoryview) -> tuple[float | None, int]:
+    """(budget, priority) from an infer request's JSON header alone, before its tensors.
+
+    With the binary extension the header comes first, so a server can decide to
+    shed a request before it has read (let alone decoded) the tensor's bytes.
+    The full ``decode_infer`` checks everything else later.
+    """
+    params = _object(_parse_json(head).get("parameters", {}), "parameters")
+    return _budget_s(params), _priority(params)
+
+
 def encode_infer(
     model_name: str,
     request: InferRequest,
@@ -157,21 +172,26 @@ def error_body(reason: str, **extra: Any) -> bytes:
 # ---- the parts ----------------------------------------------------------------------
 
 
-def _json_size(body: bytes, header_length: str | None) -> int:
-    if header_length is None:
-        return len(body)
+def header_size(header_length: str, body_bytes: int | None) -> int:
+    """The JSON header's size from Inference-Header-Content-Length, within the body's."""
     try:
         size = int(header_length)
     except ValueError:
         raise ProtocolError(
             400, f"Inference-Header-Content-Length must be an integer, got {header_length!r}"
         ) from None
-    if not 0 < size <= len(body):
+    if not 0 < size <= (size if body_bytes is None else body_bytes):
         raise ProtocolError(
             400,
-            f"Inference-Header-Content-Length {size} is outside the body's {len(body)} bytes",
+            f"Inference-Header-Content-Length {size} is outside the body's {body_bytes} bytes",
         )
     return size
+
+
+def _json_size(body: bytes, header_length: str | None) -> int:
+    if header_length is None:
+        return len(body)
+    return header_size(header_length, len(body))
 
 
 def _parse_json(raw: bytes | memoryview) -> dict[str, Any]:

@@ -78,6 +78,7 @@ class ServerConfig:
     drain_timeout_s: float = 30.0
     seed: int = 0
     share_cores: bool = False  # one pool of CPUs for all models' batches (see core_pool)
+    max_in_flight: int = 1024  # infer requests being read or waiting at once, before 503
 
 
 @dataclass
@@ -279,6 +280,11 @@ async def serve(
             build_app(server),
             log_level="warning",
             access_log=False,
+            # Bound to loopback by default and answering machines, not browsers: no proxy
+            # header rewriting, no Server or Date header to build per response.
+            proxy_headers=False,
+            server_header=False,
+            date_header=False,
             lifespan="off",
             timeout_graceful_shutdown=5,
         )

@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LIVE_OUTCOMES = ("on_time", "late", "rejected", "error")
@@ -82,6 +89,15 @@ class Telemetry:
             ["model"],
             registry=r,
         )
+        self.in_flight = Gauge(
+            "qosbatch_requests_in_flight",
+            "Infer requests being read, waiting or running (all models); see --max-in-flight.",
+            registry=r,
+        )
+        # process_cpu_seconds_total & co. of this process alone, the front end (HTTP, codec,
+        # batchers), not its workers: the front end's CPU per request is its rate over
+        # the requests' rate.
+        ProcessCollector(registry=r)
         self.worker_restarts = Counter(
             "qosbatch_worker_restarts", "Worker processes restarted after dying.", ["model"],
             registry=r,
