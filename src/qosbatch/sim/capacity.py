@@ -25,6 +25,7 @@ import numpy as np
 from qosbatch.core.errors import UserError
 from qosbatch.metrics import Metrics, summarize
 from qosbatch.policies.registry import PolicySpec
+from qosbatch.sim.frontend import FrontEnd
 from qosbatch.sim.kernel import Deployment, simulate
 from qosbatch.workloads.spec import WorkloadSpec
 from qosbatch.workloads.trace import Trace
@@ -109,6 +110,7 @@ def find_capacity(
     max_runs: int = 30,
     deterministic: bool = False,
     node_cores: int | None = None,
+    frontend: FrontEnd | None = None,
 ) -> Capacity:
     """Bisect the load factor until the bracket is within ``rel_tol``."""
     if not 0 < target <= 1:
@@ -128,6 +130,7 @@ def find_capacity(
                 seed=seed,
                 deterministic=deterministic,
                 node_cores=node_cores,
+                frontend=frontend,
             ).records
         )
         cache[factor] = m

@@ -21,6 +21,7 @@ from qosbatch.metrics import Metrics, summarize
 from qosbatch.policies.latency_table import DEFAULT_MAX_BATCH, LatencyTable
 from qosbatch.policies.registry import PolicySpec
 from qosbatch.sim.capacity import Capacity, TraceAt, Tuned, find_capacity, mean_rate, trace_at, tune
+from qosbatch.sim.frontend import FrontEnd
 from qosbatch.sim.kernel import Deployment, SimResult, simulate
 from qosbatch.workloads.spec import WorkloadSpec
 from qosbatch.workloads.trace import Trace
@@ -55,6 +56,7 @@ class Experiment:
     seed: int = 0
     deterministic: bool = False
     node_cores: int | None = None  # one core pool for all models (simulate's node_cores)
+    frontend: FrontEnd | None = None  # the server's front end on the same cores (simulate's)
 
     @classmethod
     def from_trace(cls, trace: Trace, deployments: list[Deployment], **kw: Any) -> Experiment:
@@ -80,6 +82,7 @@ class Experiment:
             seed=self.seed,
             deterministic=self.deterministic,
             node_cores=self.node_cores,
+            frontend=self.frontend,
         )
 
     def compare(self, policies: Sequence[PolicySpec]) -> list[tuple[PolicySpec, Metrics]]:
@@ -95,6 +98,7 @@ class Experiment:
             rel_tol=rel_tol,
             deterministic=self.deterministic,
             node_cores=self.node_cores,
+            frontend=self.frontend,
         )
 
     def tune(self, policy: PolicySpec, target: float = 0.99, rel_tol: float = 0.05) -> Tuned:
@@ -107,6 +111,7 @@ class Experiment:
             rel_tol=rel_tol,
             deterministic=self.deterministic,
             node_cores=self.node_cores,
+            frontend=self.frontend,
         )
 
     def load_curve(self, policy: PolicySpec, factors: Sequence[float]) -> list[tuple[float, float]]:

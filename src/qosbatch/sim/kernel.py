@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -37,6 +38,7 @@ from qosbatch.policies.base import (
 )
 from qosbatch.policies.latency_table import LatencyTable
 from qosbatch.policies.queue import ModelQueue, apply_decisions, split_evenly
+from qosbatch.sim.frontend import FrontEnd
 from qosbatch.sim.service import ServiceSampler
 from qosbatch.workloads.trace import Trace
 
@@ -103,6 +105,7 @@ def simulate(
     strict: bool = True,
     rate_window_s: float = 1.0,
     node_cores: int | None = None,
+    frontend: FrontEnd | None = None,
 ) -> SimResult:
     """Run ``trace`` through one policy per model (built by ``policy_factory``).
 
@@ -112,9 +115,31 @@ def simulate(
     model draws its batches' cores from one pool of that many (``serve --share-cores``;
     each model still holds at most its deployment's ``cores`` at once); None: each
     model owns its deployment's cores.
+
+    ``frontend``: the server's HTTP front end as CPU work on the same cores (None: free,
+    today's behaviour bit for bit). Its demand over the last ``frontend.window_s`` (every
+    arrival of every model times ``request_s``, every result times ``result_s``), as a
+    share of the node's cores, stretches each batch's service time by
+    ``1 / (1 - share)`` when it is dispatched, the share capped at ``1 / (cores + 1)``
+    (qosbatch.sim.frontend says why). The node is ``node_cores``, or the sum of the
+    deployments' cores when each model owns its own: the front end is one per server, so
+    its demand is summed over the models and spread over all their cores. Deliberately
+    simple: one share for every batch, however many of the cores are busy (so it
+    over-charges a node with idle cores, where the front end would run on one of them,
+    and is right when all are busy, which is overload, where it matters), fixed for the
+    batch's whole run. The policy is not told: it sees its table's prediction, as
+    before, and learns the slowdown from ``observe``, as it does live.
     """
     return _Run(
-        trace, deployments, policy_factory, seed, deterministic, strict, rate_window_s, node_cores
+        trace,
+        deployments,
+        policy_factory,
+        seed,
+        deterministic,
+        strict,
+        rate_window_s,
+        node_cores,
+        frontend,
     )()
 
 
@@ -131,6 +156,7 @@ class _Run:
         strict: bool,
         rate_window_s: float,
         node_cores: int | None = None,
+        frontend: FrontEnd | None = None,
     ) -> None:
         by_name = {d.model: d for d in deployments}
         if len(by_name) != len(deployments):
@@ -191,11 +217,19 @@ class _Run:
             if node_cores < 1:
                 raise UserError(f"node cores must be >= 1, got {node_cores}")
             self._share()
+        self.times: list[float] = trace.time_s.tolist()
+        # The front end (None: free). Its work in the window: arrivals are read from the
+        # sorted trace; results from the completions so far, in time order, with the
+        # cumulative count of requests answered (fe_answered[k]: before the k-th one).
+        self.frontend = frontend
+        self.fe_cores = node_cores if node_cores is not None else sum(d.cores for d in deployments)
+        self.fe_done_s: list[float] = []
+        self.fe_answered: list[int] = [0]
 
     def __call__(self) -> SimResult:
         start = time.perf_counter()
         trace, heap, queues = self.trace, self.heap, self.queues
-        times = trace.time_s.tolist()
+        times = self.times
         codes = trace.model.tolist()
         prios = trace.priority.tolist() if trace.priority is not None else None
         deadline = self.deadline
@@ -211,6 +245,7 @@ class _Run:
         idle_only, decides, observes = self.idle_only, self.decides, self.observes
         running, wake_at = self.running, self.wake_at
         shared = self.node_free is not None
+        fe = self.frontend is not None
         inf = math.inf
         n, i, popped = len(times), 0, 0  # (events: every arrival, and every heap entry popped)
         while True:
@@ -261,6 +296,8 @@ class _Run:
                         if deadline[r] < now:
                             late += 1
                 q.now_s = now
+                if fe:
+                    self._answered(now, len(ids))
                 observes[m](CompletedBatch(q.model, w, cores, ids, dispatch_s, now, late))
             # The policy decides (as in _decide; q.now_s is set above).
             decisions = decides[m](q)
@@ -334,6 +371,8 @@ class _Run:
         deadline = self.deadline
         late = sum(1 for r in ids if deadline[r] < now)
         q.now_s = now
+        if self.frontend is not None:
+            self._answered(now, len(ids))
         self.observes[m](CompletedBatch(q.model, w, cores, ids, dispatch_s, now, late))
         self._decide(m, now)
         for j, other in enumerate(self.queues):
@@ -347,6 +386,25 @@ class _Run:
         for q, held in zip(self.queues, self.held, strict=True):
             room = q.max_cores - held
             q.free_cores = room if room < free else free
+
+    # ---- the front end ----------------------------------------------------------------
+
+    def _answered(self, now: float, n: int) -> None:
+        """A batch of ``n`` completed at ``now``: the front end answers each with a result."""
+        answered = self.fe_answered
+        self.fe_done_s.append(now)
+        answered.append(answered[-1] + n)
+
+    def _stretch(self, now: float) -> float:
+        """How much slower a batch dispatched at ``now`` runs: the front end's share."""
+        fe = self.frontend
+        assert fe is not None
+        since = now - fe.window_s
+        times = self.times
+        arrived = bisect_right(times, now) - bisect_right(times, since)
+        answered = self.fe_answered
+        results = answered[-1] - answered[bisect_right(self.fe_done_s, since)]
+        return fe.stretch(arrived, results, self.fe_cores)
 
     # ---- decisions ------------------------------------------------------------------
 
@@ -389,7 +447,10 @@ class _Run:
             q.check_dispatch(w, c, b)
         worker = workers[w]
         q.take(ids)
-        done = now + self.samplers[m].sample(b, c)
+        if self.frontend is None:
+            done = now + self.samplers[m].sample(b, c)
+        else:
+            done = now + self.samplers[m].sample(b, c) * self._stretch(now)
         worker.idle = False
         worker.busy_until_s = now + latency.service_s[c][b]
         worker.running_cores = c
