@@ -213,3 +213,32 @@ def test_bad_numbers(profile):
         sim(profile, *base, "--workers", 3), "workers must be between 1 and the cores"
     )
     assert_one_line_error(sim(profile, *base, "--cores", 0), "--cores must be >= 1")
+
+
+def test_frontend_costs_goodput_under_overload(profile):
+    overload = "poisson:rate=300,duration_s=5,slo_ms=300"
+    args = ("--policy", "slo", "--workload", overload, "--json", "--deterministic")
+    (free,) = ok_json(sim(profile, *args))
+    (busy,) = ok_json(sim(profile, *args, "--frontend", "request=0.8ms,result=0.5ms"))
+    assert busy["requests"] == free["requests"]
+    assert busy["goodput"] < 0.95 * free["goodput"]
+
+
+def test_frontend_with_a_sweep(profile):
+    args = ("--policy", "single", "--workload", SHORT, "--sweep", "--json")
+    (free,) = ok_json(sim(profile, *args))
+    (busy,) = ok_json(sim(profile, *args, "--frontend", "request=3ms,result=2ms"))
+    assert busy["capacity_rps"] < free["capacity_rps"]
+
+
+def test_bad_frontend_specs(profile):
+    base = ("--workload", SHORT)
+    assert_one_line_error(
+        sim(profile, *base, "--frontend", "result=1ms"), "--frontend", "give request=DURATION"
+    )
+    assert_one_line_error(
+        sim(profile, *base, "--frontend", "request=1ms,encode=1ms"), "unknown key 'encode'"
+    )
+    assert_one_line_error(
+        sim(profile, *base, "--frontend", "request=slow"), "--frontend request: expected a duration"
+    )

@@ -4,6 +4,7 @@ several models and workers, bad input, broken policies, and the capacity search.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ from qosbatch.metrics import summarize
 from qosbatch.policies import Dispatch, PolicyContractError, Wait, parse_policy
 from qosbatch.sim import LEFT_WAITING, Deployment, simulate
 from qosbatch.sim.capacity import find_capacity, trace_at, tune
-from qosbatch.testing import peak_cores, poisson_trace, synthetic_table
+from qosbatch.sim.frontend import FrontEnd, parse_frontend
+from qosbatch.testing import peak_cores, poisson_trace, records_digest, synthetic_table
 from qosbatch.workloads import parse_workload
 from qosbatch.workloads.trace import Trace
 
@@ -447,3 +449,116 @@ def test_overhead_shifts_the_queue_and_judges_at_the_client():
     # 2 + 10 + 1 = 13 ms at the client: late for a 10.5 ms budget, on time for 14 ms.
     assert seen.outcome.tolist() == [LATE, ON_TIME]
     assert seen.completion_s[0] == pytest.approx(0.013)
+
+
+# ---- the front end's CPU -----------------------------------------------------------
+
+CONSTANT_2MS = synthetic_table(AmdahlModel(0.0, 0.0, 0.0, 0.002), max_batch=8, max_cores=2)
+EVERY_128TH = [k / 128 for k in range(384)]  # 128 req/s for 3 s, exact in binary
+
+
+def service_times(records):
+    return (records.completion_s - records.dispatch_s).tolist()
+
+
+@pytest.mark.parametrize("name", ["slo", "dynamic", "single"])
+def test_a_free_front_end_changes_nothing(name):
+    trace = two_model_trace()
+    deps = [Deployment("a", TABLE, 2, 2), Deployment("b", TABLE, 2)]
+    for node in (None, 3):
+        today = simulate(trace, deps, parse_policy(name).factory(), seed=4, node_cores=node)
+        for frontend in (None, FrontEnd(0.0, 0.0)):
+            res = simulate(
+                trace, deps, parse_policy(name).factory(), seed=4, node_cores=node,
+                frontend=frontend,
+            )  # fmt: skip
+            assert records_digest(res.records) == records_digest(today.records)
+
+
+def test_the_front_end_stretches_a_batch_by_its_share_of_the_cores():
+    # One request every 1/128 s, each served alone in 2 ms on one core, well before the
+    # next. At the k-th dispatch the last second holds k + 1 arrivals (k itself
+    # included) and k results, up to 128 of each once a second has passed: with 1 ms of
+    # CPU for each, the front end takes (2k + 1) ms of every 1000, at most 256.
+    trace = Trace.of(EVERY_128TH, 1000.0, "m")
+    fe = FrontEnd(request_s=0.001, result_s=0.001)
+    res = run("single", trace, cores=1, table=CONSTANT_2MS, deterministic=True, frontend=fe)
+    expected = [0.002 / (1 - min(2 * k + 1, 256) / 1000) for k in range(len(trace))]
+    assert service_times(res.records) == pytest.approx(expected, rel=1e-12)
+    assert expected[-1] == pytest.approx(0.002 / 0.744)
+
+
+@pytest.mark.parametrize(("cores", "most"), [(1, 2.0), (2, 1.5)])
+def test_the_front_end_takes_at_most_a_fair_share_of_the_cores(cores, most):
+    # 10 ms per request at 128 req/s asks for 1.28 cores: one thread among `cores` busy
+    # ones gets 1 / (cores + 1) of their time, so batches take at most (cores + 1) / cores.
+    trace = Trace.of(EVERY_128TH, 1000.0, "m")
+    fe = FrontEnd(request_s=0.010)
+    res = run("single", trace, cores=cores, table=CONSTANT_2MS, deterministic=True, frontend=fe)
+    service = service_times(res.records)
+    assert max(service) == pytest.approx(0.002 * most, rel=1e-12)
+    assert service[128:] == pytest.approx([0.002 * most] * (len(trace) - 128), rel=1e-12)
+
+
+@pytest.mark.parametrize("node", [None, 2])
+def test_one_front_end_serves_every_model_on_all_the_cores(node):
+    # Model a: 128 req/s until t = 2 (255/128); model b: one request at t = 2, which
+    # finds 127 of a's and its own in the last second: 128 ms of CPU over 2 cores (each
+    # model's 1, or a shared pool of 2), a share of 0.064.
+    times = [*EVERY_128TH[:256], 2.0]
+    codes = np.array([0] * 256 + [1], dtype=np.int64)
+    trace = Trace(np.array(times), codes, ("a", "b"), np.full(257, 1000.0))
+    deps = [Deployment("a", CONSTANT_2MS, 1), Deployment("b", CONSTANT_2MS, 1)]
+    res = simulate(
+        trace, deps, parse_policy("single").factory(), deterministic=True, node_cores=node,
+        frontend=FrontEnd(request_s=0.001),
+    )  # fmt: skip
+    assert service_times(res.records)[-1] == pytest.approx(0.002 / (1 - 0.064), rel=1e-12)
+
+
+def test_the_front_end_costs_goodput_under_overload_and_little_below_it():
+    # TABLE's limit on 2 cores is about 100 req/s (b / s(b, 2) at b = 64).
+    limit = max(b / TABLE.s(b, 2) for b in range(1, TABLE.max_batch + 1))
+    fe = FrontEnd(request_s=0.0008, result_s=0.0005)
+    # At 3x, 0.8 ms for each of ~300 req/s and 0.5 ms for each of ~65 results take about
+    # 14% of the 2 cores: 17% of the goodput is lost. At 0.3x, 1.3%: a few ms later each.
+    for load, lost in ((3.0, (0.1, 0.3)), (0.3, (0.0, 0.001))):
+        trace = poisson_trace(load * limit, 30.0, slo_ms=300, seed=3)
+        free, busy = (summarize(run("slo", trace, frontend=f).records) for f in (None, fe))
+        assert lost[0] <= 1 - busy.goodput / free.goodput <= lost[1], (load, free, busy)
+
+
+def test_front_end_specs():
+    assert parse_frontend("request=0.6ms,result=0.4ms") == FrontEnd(0.0006, 0.0004)
+    assert parse_frontend(" request = 600us ") == FrontEnd(0.0006, 0.0)
+    assert parse_frontend("request=0.5,result=0,window=2s") == FrontEnd(0.0005, 0.0, 2.0)
+    assert parse_frontend("request=0ms") == FrontEnd(0.0)
+    fe = FrontEnd(0.0008, 0.0005, 0.5)
+    assert parse_frontend(fe.spec) == fe
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "give request=DURATION"),
+        ("result=0.4ms", "give request=DURATION"),
+        ("request=0.6ms,reply=1ms", "unknown key 'reply'"),
+        ("request", "expected key=duration"),
+        ("request=fast", "--frontend request: expected a duration"),
+        ("request=-1ms", "--frontend request: expected a duration"),
+        ("request=1ms,request=2ms", "given twice"),
+        ("request=1ms,window=0", "--frontend window: expected a duration > 0"),
+    ],
+)
+def test_bad_front_end_specs(text, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        parse_frontend(text)
+
+
+def test_bad_front_ends():
+    with pytest.raises(UserError, match="request_s must be a finite number >= 0"):
+        FrontEnd(-0.001)
+    with pytest.raises(UserError, match="result_s must be a finite number >= 0"):
+        FrontEnd(0.001, math.nan)
+    with pytest.raises(UserError, match="window_s must be > 0"):
+        FrontEnd(0.001, 0.0, 0.0)

@@ -75,10 +75,24 @@ def simulate(
     deterministic: Annotated[bool, typer.Option(help="No service-time spread.")] = False,
     latency_model: Annotated[str, typer.Option(help="auto, amdahl or density.")] = "auto",
     max_batch: Annotated[int, typer.Option(help="Largest batch any policy may form.")] = 128,
+    frontend: Annotated[
+        str | None,
+        typer.Option(
+            help="The server's HTTP front end as CPU work on the same cores, e.g. "
+            "request=0.6ms,result=0.4ms: CPU per request that arrives (a shed one "
+            "included) and more per request answered with a result. Its share of the "
+            "cores over the last window (window=1s) slows every batch, up to "
+            "(cores+1)/cores, as overload does live. "
+            "Measure: the server process's CPU seconds (not its workers') per request, "
+            "with every request shed (request) and every one served (request + result). "
+            "Default: free."
+        ),
+    ] = None,
 ) -> None:
     """Simulate policies on a workload: one row per policy (or its capacity with --sweep)."""
     from qosbatch.policies.registry import parse_policy_list
     from qosbatch.sim.experiment import Experiment, deployments_from_profiles
+    from qosbatch.sim.frontend import parse_frontend
     from qosbatch.workloads import parse_workload, read_trace
 
     if (trace is None) == (workload is None):
@@ -89,6 +103,7 @@ def simulate(
         raise UserError(f"--max-batch must be >= 1, got {max_batch}")
     if tune is not None and tune != "dynamic":
         raise UserError(f"--tune supports dynamic only, got {tune!r}")
+    front = parse_frontend(frontend) if frontend is not None else None
     specs = parse_policy_list(",".join(policy))
     profiles = [load_profile(p) for p in profile]
     deps = deployments_from_profiles(profiles, cores, workers, max_batch, latency_model)
@@ -101,6 +116,7 @@ def simulate(
             seed=seed,
             deterministic=deterministic,
             node_cores=node,
+            frontend=front,
         )
     else:
         spec = parse_workload(workload or "")
@@ -110,7 +126,7 @@ def simulate(
                 f"workload model {unknown[0]!r} has no profile (loaded: {', '.join(models)})"
             )
         exp = Experiment.from_spec(
-            spec, deps, seed=seed, deterministic=deterministic, node_cores=node
+            spec, deps, seed=seed, deterministic=deterministic, node_cores=node, frontend=front
         )
     if tune:
         specs = _tune(exp, specs, target, json_out)
