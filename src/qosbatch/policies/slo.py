@@ -17,7 +17,9 @@ Every request carries its own deadline. On each call:
    other sizes and core counts, and keeps the choice whose plan finishes the most
    requests on time (ties: the one that frees the workers soonest). This is what
    keeps a burst from dragging everyone late: the few that cannot make it are
-   shed, the rest go in efficient batches.
+   shed, the rest go in efficient batches. Under sustained overload the batch with
+   the most on-time completions per second of worker time goes instead, when it is
+   not worse (``_Context._overload``): large, of the requests that can still make it.
 5. Cores: the fewest cores that keep the plan whole (Sponge's in-place vertical
    scaling: a batch on fewer cores uses them better and leaves the rest to
    another worker), all free cores when it is tight.
@@ -33,7 +35,7 @@ profile's measured spread. docs/policies.md explains why this beats the peers.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from itertools import repeat
 from operator import mul
 
@@ -60,6 +62,7 @@ from qosbatch.policies.slo_plan import (
 
 _Score = tuple[int, float, float]  # a plan's (on time, makespan, total completion time)
 _HORIZON = 64  # waiting requests a decision looks at (EDF head)
+_DEEP = 4 * _HORIZON  # ...and, in overload, how deep it may look for a feasible batch
 _SIZES = (1, 2, 4, 8, 16, 32, 64, 128)  # alternative first-batch sizes in a lookahead
 
 
@@ -87,6 +90,7 @@ class SloPolicy:
         boost: bool = True,
         boost_load: float = 0.5,
         scale_down_load: float = 0.5,
+        overload: bool = True,
         rng: np.random.Generator | None = None,
     ) -> None:
         del rng
@@ -106,6 +110,7 @@ class SloPolicy:
         self.boost = boost
         self.boost_load = boost_load
         self.scale_down_load = scale_down_load
+        self.overload = overload
         self.ratio = 1.0  # observed / predicted batch time, exponentially weighted
         self._table: LatencyTable | None = None
         self._safe: list[list[float]] = []
@@ -202,7 +207,7 @@ class SloPolicy:
                 if late:  # serve-late mode and nothing can still be on time: serve the late ones
                     out.append(Dispatch(late[: self._eff[free]], worker.id, free))
                 return out
-        ctx = _Context(self, view, safe, now, deadlines, free)
+        ctx = _Context(self, view, safe, now, deadlines, free, ids)
         k, b, cores, whole = ctx.choose()
         if b == 0:
             return out  # the head needs more cores than are free: they free up soon
@@ -216,7 +221,7 @@ class SloPolicy:
         ):
             out.append(Wait(until))
             return out
-        out.append(Dispatch(ids[k : k + b], worker.id, cores))
+        out.append(Dispatch(ctx.ids[k : k + b], worker.id, cores))
         return out
 
     def _decide_one(
@@ -246,7 +251,7 @@ class SloPolicy:
             if head > free:
                 return []  # it needs cores that are busy: hold them for it
         if self.scale_down and head > 1:  # the scale-down search may plan: the general code
-            cores = _Context(self, view, safe, now, [d], free)._cores(1, head)
+            cores = _Context(self, view, safe, now, [d], free, [r])._cores(1, head)
         else:  # _cores(1, head) when its scale-down loop (range(1, head)) is empty or off
             cores = head
             if (
@@ -351,6 +356,7 @@ class _Context:
         "dl",
         "eff",
         "free",
+        "ids",
         "n_workers",
         "nominal",
         "now",
@@ -368,12 +374,14 @@ class _Context:
         now: float,
         deadlines: list[float],
         free: int,
+        ids: list[int],
     ) -> None:
         self.p = policy
         self.view = view
         self.safe = safe
         self.now = now
         self.dl = deadlines
+        self.ids = ids  # in step with ``dl``; the overload step may read deeper
         self.free = free
         self.eff = policy._eff
         self.n_workers = n_workers = len(view.workers)
@@ -471,7 +479,7 @@ class _Context:
             assert greedy is not None
             if greedy[0] == len(dl):
                 return 0, b, self._cores(b, head), True
-            return (*self._lookahead((0, b, head), greedy), False)
+            return (*self._overload((0, b, head), greedy), False)
         out = plan_lists(dl, now, ends[:], held[:], idle, free, self.top, self.nominal, safe, eff)
         assert out is not None
         on_time, _, _, first = out
@@ -481,7 +489,7 @@ class _Context:
             k, b, cores = first
             if k == 0:
                 return 0, b, self._cores(b, cores), True
-        return (*self._lookahead(), False)
+        return (*self._overload(), False)
 
     def _cores(self, b: int, cores: int) -> int:
         """Fewest cores keeping the plan whole; all free ones when nothing else needs them.
@@ -530,9 +538,77 @@ class _Context:
         count = math.ceil(rate * span)
         return [now + (j + 1) / rate + budget for j in range(count)]
 
-    def _lookahead(
+    def _overload(
         self, known: tuple[int, int, int] | None = None, known_score: _Score | None = None
     ) -> tuple[int, int, int]:
+        """Not everyone can be on time: prefer the most on-time completions per second.
+
+        Why: the lookahead's plan counts only the requests waiting now, so it serves the
+        tightest of them first, in the small batches their deadlines allow. Under
+        sustained overload that is the EDF trap: small batches waste worker time, the
+        queue falls further behind, the next heads are tight too, and goodput falls as
+        the load rises. Clockwork (OSDI'20) and Shepherd (NSDI'23) run instead the batch
+        that finishes the most requests on time per second of worker time, which is large.
+
+        The rule: for each core option c and size b up to the efficient one, the
+        candidate is the b earliest-deadline requests that can still finish if the batch
+        starts now (deadline >= now + safe[c][b]); its on-time throughput is
+        b / safe[c][b], per core while another worker is idle (it could use the cores
+        left). The best candidate replaces the lookahead's choice if it is not worse:
+        its throughput beats that of the lookahead's first batch by more than twice
+        ``efficiency_tol`` (a decisive gain, the trap), or it beats it at all and the
+        plan of the requests waiting keeps as many on time as the lookahead's. Else the
+        lookahead's choice stands (a burst it can absorb, a model with little batching
+        gain). The tighter requests skipped stay waiting: another worker serves them
+        if it can, else they are shed once hopeless. Priority levels set the order when
+        present (deadlines then are not sorted), so the lookahead's choice stands.
+
+        Under deep overload the feasible requests can lie past the first ``_HORIZON`` in
+        EDF order, so this reads up to ``_DEEP`` deep (``ids`` grows; the returned skip
+        indexes it): O(_DEEP) once per overloaded dispatch.
+        """
+        choice, planned = self._lookahead(known, known_score)
+        view, ids = self.view, self.ids
+        if not self.p.overload or view.priority(ids[0]) != view.priority(ids[-1]):
+            return choice
+        safe, now, eff, free = self.safe, self.now, self.eff, self.free
+        core_options = (free,) if free <= self.nominal else (self.nominal, free)
+        dl = self.dl  # (the lookahead's window; ``deep`` may extend it)
+        deep = dl
+        n = len(view)
+        c = core_options[0]
+        if n > _HORIZON and bisect_left(dl, now + safe[c][eff[c]]) + eff[c] > len(dl):
+            deeper = view.edf(n if n < _DEEP else _DEEP)[_HORIZON:]
+            if deeper and view.priority(deeper[-1]) == view.priority(ids[0]):
+                self.ids = ids + deeper
+                deep = dl + list(map(view.deadline_s, deeper))
+        per_core = view.idle_workers > 1
+        k, b, cores = choice
+        chosen = b / (safe[cores][b] * (cores if per_core else 1)) if b else 0.0
+        best = chosen
+        candidate = choice
+        for cores in core_options:
+            row = safe[cores]
+            scale = cores if per_core else 1
+            for b in range(1, eff[cores] + 1):
+                k = bisect_left(deep, now + row[b])
+                if k + b > len(deep):
+                    break  # (a larger b skips at least as many: none fits either)
+                rate = b / (row[b] * scale)
+                if rate > best:
+                    best, candidate = rate, (k, b, cores)
+        if candidate == choice or best > chosen * (1.0 + 2.0 * self.p.efficiency_tol):
+            return candidate
+        k, b, cores = candidate
+        if k + b <= len(dl):
+            score = self.evaluate(k, b, cores, len(dl) - planned)
+            if score is not None and score[0] >= planned:
+                return candidate
+        return choice
+
+    def _lookahead(
+        self, known: tuple[int, int, int] | None = None, known_score: _Score | None = None
+    ) -> tuple[tuple[int, int, int], int]:
         """The first batch whose plan scores best: most on time, then soonest done, ...
 
         Candidates: nothing now (when a worker runs), and each of the first ``lookahead``
@@ -541,7 +617,8 @@ class _Context:
         candidate's plan is that batch started now and the greedy plan of the rest;
         ``known``, a candidate (k, b, cores) already evaluated, scores ``known_score``.
         A candidate that loses more requests than the best so far cannot beat it (the
-        first key is the count on time), so its plan stops there.
+        first key is the count on time), so its plan stops there. Returns the choice and
+        how many its plan keeps on time.
         """
         dl, free, safe, now, eff = self.dl, self.free, self.safe, self.now, self.eff
         nominal = self.nominal
@@ -607,7 +684,7 @@ class _Context:
                         best, choice = score, (k, b, cores)
                         if on_time > most_on_time:
                             most_on_time = on_time
-        return choice
+        return choice, (best[0] if best is not None else 0)
 
 
 _ORDERS: dict[int, tuple[int, ...]] = {}
