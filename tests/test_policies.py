@@ -12,6 +12,7 @@ import pytest
 
 from qosbatch.core.errors import UserError
 from qosbatch.latency import AmdahlModel
+from qosbatch.metrics import summarize
 from qosbatch.policies import (
     CompletedBatch,
     Dispatch,
@@ -27,7 +28,8 @@ from qosbatch.policies.dynamic import DynamicPolicy
 from qosbatch.policies.fixed import FixedPolicy
 from qosbatch.policies.single import SinglePolicy
 from qosbatch.policies.slo import SloPolicy
-from qosbatch.testing import make_queue, make_request, synthetic_table
+from qosbatch.sim.kernel import Deployment, simulate
+from qosbatch.testing import make_queue, make_request, poisson_trace, synthetic_table
 
 # The baselines and ours (queue-optimal has its own tests: it solves a queueing model).
 NAMES = ("single", "fixed", "dynamic", "aimd", "slo")
@@ -303,6 +305,41 @@ def test_slo_waits_for_company_only_within_the_slack():
     # wait=false never waits.
     q = busy_queue([make_request(0, 0.0, slo_ms=500)], 100)
     assert SloPolicy(wait=False).decide(q) == [Dispatch([0], 0, 1)]
+
+
+def test_slo_in_overload_skips_the_tight_requests_for_an_efficient_batch():
+    # Ten requests can only go alone (10.5 ms left: 1 takes 10 ms, 2 take 14) and seven
+    # have 35 ms. Not everyone can be on time. More tight ones wait than the lookahead
+    # may leave behind (8), so its best plan serves one tight request (100 req/s), then
+    # 4 loose ones: 5 on time. The overload rule sends the 7 loose ones at once instead
+    # (34 ms <= 35: 206 req/s, 7 on time); the tight ones are shed when hopeless.
+    tight = [make_request(i, 0.0, slo_ms=10.5) for i in range(10)]
+    loose = [make_request(10 + i, 0.0, slo_ms=35) for i in range(7)]
+    assert SloPolicy().decide(queue(tight + loose, 0.0)) == [Dispatch(list(range(10, 17)), 0, 1)]
+    assert SloPolicy(overload=False).decide(queue(tight + loose, 0.0)) == [Dispatch([0], 0, 1)]
+
+
+@pytest.mark.parametrize("overload", [True, False])
+def test_slo_keeps_its_goodput_and_large_batches_at_3x_overload(overload):
+    """Simulated (virtual time): Poisson at 3x the limit, one worker on one core.
+
+    s(b) = 4 b + 6 ms: the limit is 32 / 134 ms = 239 req/s at the largest batch; the
+    efficient batch (16, 229 req/s) reaches 0.96x of it. Served in the small batches
+    the tightest deadlines allow (the EDF trap), goodput falls far below that.
+    """
+    tbl = synthetic_table(LAW, max_batch=32, max_cores=1)
+    limit = max(b / tbl.s(b, 1) for b in range(1, 33))
+    trace = poisson_trace(3 * limit, 10.0, slo_ms=100, seed=3)
+    spec = "slo" if overload else "slo:overload=false"
+    records = simulate(trace, [Deployment("m", tbl, 1)], parse_policy(spec).factory()).records
+    m = summarize(records)
+    goodput = m.on_time / (trace.time_s[-1] - trace.time_s[0])
+    if overload:
+        assert goodput >= 0.85 * limit
+        assert m.mean_batch >= 12
+        assert m.late <= 0.001 * m.requests
+    else:  # the old rule, kept behind the knob: the trap this test exists to catch
+        assert goodput < 0.85 * limit
 
 
 # ---- specs -------------------------------------------------------------------------
