@@ -342,6 +342,42 @@ def test_slo_keeps_its_goodput_and_large_batches_at_3x_overload(overload):
         assert goodput < 0.85 * limit
 
 
+def test_slo_admission_sheds_an_arrival_only_behind_more_than_its_deadline_allows():
+    """One 1-core worker, s(b) = 4 b + 6 ms up to b = 8: at best 8 / 38 ms = 211 req/s, so
+    at most 21.05 requests finish within 100 ms; the efficient batch (7) takes 34 ms."""
+    waiting = [make_request(i, 0.0, slo_ms=100) for i in range(40)]
+    p = SloPolicy()
+    hopeless = p.admit(queue(waiting, 0.0), 0.0001, 0)
+    assert hopeless.startswith("deadline cannot be met")
+    backlog = p.admit(queue(waiting, 0.0), 0.1, 0)
+    assert backlog.startswith("shed at admission: 22+ requests ahead")
+    assert p.admit(queue(waiting[:20], 0.0), 0.1, 0) == ""  # 20 ahead: it can make it
+    assert p.admit(queue(waiting, 0.0), 0.1, priority=1) == ""  # a higher level: none ahead
+    assert SloPolicy(admission=0).admit(queue(waiting, 0.0), 0.1, 0) == ""
+    # Requests due before an efficient batch could end are passed over in overload, so
+    # they do not count against a later arrival.
+    tight = [make_request(i, 0.0, slo_ms=30) for i in range(40)]
+    assert p.admit(queue(tight, 0.0), 0.1, 0) == ""
+
+
+def test_slo_admission_in_the_simulator_sheds_early_without_losing_goodput():
+    """Virtual time, 3x the limit: most shed requests never enter the queue, and the
+    goodput is what shedding them later from the queue gives."""
+    tbl = synthetic_table(LAW, max_batch=32, max_cores=1)
+    limit = max(b / tbl.s(b, 1) for b in range(1, 33))
+    trace = poisson_trace(3 * limit, 10.0, slo_ms=500, seed=4)
+    runs = {}
+    for spec in ("slo", "slo:admission=0"):
+        sim = simulate(trace, [Deployment("m", tbl, 1)], parse_policy(spec).factory())
+        runs[spec] = sim.records
+    at_door = sum(r.startswith("shed at admission") for r in runs["slo"].reason)
+    assert at_door > 0.5 * summarize(runs["slo"]).rejected
+    assert not any(r.startswith("shed at admission") for r in runs["slo:admission=0"].reason)
+    on_time = {k: summarize(v).on_time for k, v in runs.items()}
+    assert on_time["slo"] >= 0.99 * on_time["slo:admission=0"]
+    assert summarize(runs["slo"]).requests == len(trace)  # each ends once
+
+
 # ---- specs -------------------------------------------------------------------------
 
 

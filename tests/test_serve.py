@@ -201,6 +201,22 @@ def _answer(sock: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
+def test_a_hopeless_binary_request_is_shed_before_its_tensor_is_sent(server):
+    """The 429 comes back while the tensor's bytes are still unsent; the connection stays."""
+    host, port = server.url.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        first, tensor = _binary_request(budget_ms=0.001)
+        sock.sendall(first)  # headers and the JSON header only
+        answer = _answer(sock)
+        assert answer.startswith(b"HTTP/1.1 429"), answer[:200]
+        assert b"deadline cannot be met" in answer
+        sock.sendall(tensor)  # the rest of that body, which the server discards unread
+        first, tensor = _binary_request(budget_ms=2000)
+        sock.sendall(first + tensor)  # and the same connection still serves
+        answer = _answer(sock)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
 def test_a_body_over_the_limit_gets_413_before_it_is_sent(server):
     """Refused from its Content-Length alone (a client sending it whole may instead see the
     connection close under its feet, which made this test flaky through urllib)."""

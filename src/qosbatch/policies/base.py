@@ -27,6 +27,13 @@ so a policy can correct its latency model online.
 A policy may set ``idle_only = True`` to promise that it never decides anything
 while no worker is idle or no core is free (it would return an empty list).
 Drivers may then skip those calls; nothing else changes.
+
+A policy may also define ``admit(view, deadline_s, priority) -> str``: both drivers
+ask it when a request arrives, before it is queued ('' takes it; any other string
+rejects it at once with that reason, as a ``Reject`` would). The live server asks
+it from the request's JSON header, before the tensor's bytes are read, so that
+shedding under overload costs the front end almost nothing. It must not change
+the view, and it decides from the view alone, like ``decide``.
 """
 
 from __future__ import annotations

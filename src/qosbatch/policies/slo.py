@@ -51,8 +51,10 @@ from qosbatch.policies.base import (
     Wait,
 )
 from qosbatch.policies.latency_table import LatencyTable
+from qosbatch.policies.queue import priority_rank
 from qosbatch.policies.slo_plan import (
     NO_LIMIT,
+    best_rate,
     efficient_batch,
     fit,
     plan_lists,
@@ -91,6 +93,7 @@ class SloPolicy:
         boost_load: float = 0.5,
         scale_down_load: float = 0.5,
         overload: bool = True,
+        admission: float = 1.0,
         rng: np.random.Generator | None = None,
     ) -> None:
         del rng
@@ -111,6 +114,9 @@ class SloPolicy:
         self.boost_load = boost_load
         self.scale_down_load = scale_down_load
         self.overload = overload
+        if not admission >= 0:
+            raise UserError(f"slo: admission must be >= 0 (0: off), got {admission}")
+        self.admission = admission
         self.ratio = 1.0  # observed / predicted batch time, exponentially weighted
         self._table: LatencyTable | None = None
         self._safe: list[list[float]] = []
@@ -119,6 +125,7 @@ class SloPolicy:
         self._cap = 0
         self._spread: list[list[float]] = []  # 1 + spread_k * cv(b, c)
         self._fixed_key: tuple[object, ...] = ()
+        self._rates: list[float] = []
 
     # ---- feedback -------------------------------------------------------------------
 
@@ -161,6 +168,7 @@ class SloPolicy:
             list(map(mul, map(mul, srow, repeat(f)), grow))
             for srow, grow in zip(table.service_s, self._spread, strict=True)
         ]
+        self._rates = []  # best throughput per core count, built by admit when it needs it
 
     # ---- decisions ------------------------------------------------------------------
 
@@ -334,12 +342,79 @@ class SloPolicy:
 
     @staticmethod
     def _reason(view: QueueView, r: int, start: float, alone: float) -> str:
-        left = (view.deadline_s(r) - start) * 1e3
-        return (
-            f"deadline cannot be met: predicted {alone * 1e3:.1f} ms alone on "
-            f"{view.max_cores} core(s) > {left:.1f} ms left (budget "
-            f"{(view.deadline_s(r) - view.arrival_s(r)) * 1e3:.1f} ms)"
-        )
+        d = view.deadline_s(r)
+        return _hopeless(d - start, d - view.arrival_s(r), alone, view.max_cores)
+
+    # ---- admission ------------------------------------------------------------------
+
+    def admit(self, view: QueueView, deadline_s: float, priority: int = 0) -> str:
+        """'' to queue a request arriving now with this deadline, or why it is shed at once.
+
+        Asked before the request is queued (live: before its tensor is even read), so
+        a request that cannot make it costs the front end a header's parse, not a
+        body's, and never a place in the queue. Two tests, both on safe times:
+        - hopeless: it cannot finish alone on every core from the first free worker;
+        - backlog (Clockwork's admission): more requests are ahead of it in EDF order
+          than the node finishes by its deadline at its best throughput, times
+          ``admission``. A driver without ``admit`` (or ``admission=0``) sheds in
+          ``decide`` instead, later and at a full request's cost.
+        """
+        if not self.shed:
+            return ""
+        table = view.latency
+        if table is not self._table or abs(self.ratio - self._safe_ratio) > 0.01:
+            self._rebuild(table)
+        safe = self._safe
+        now = view.now_s
+        start = now
+        if not view.idle_workers:
+            start = min(w.busy_until_s for w in view.workers)
+            if start < now:
+                start = now
+        alone = safe[view.max_cores][1]
+        if deadline_s < start + alone:
+            return _hopeless(deadline_s - start, deadline_s - now, alone, view.max_cores)
+        if not self.admission:
+            return ""
+        n_workers = len(view.workers)
+        rates = self._rates
+        if not rates:  # (once per rebuild of the safe times)
+            rates = self._rates = [0.0] + [best_rate(row, self._cap) for row in safe[1:]]
+        rate = rates[view.max_cores // n_workers or 1] * n_workers
+        room = (deadline_s - start) * rate * self.admission  # requests done by the deadline
+        if len(view) < room:
+            return ""  # (the usual answer: fewer wait in all than could finish before it)
+        # Ahead of it: the waiting requests EDF serves first, less those due too soon for
+        # an efficient batch, which the overload step passes over (they are shed later).
+        nominal = view.max_cores // n_workers or 1
+        soonest = start + safe[nominal][self._eff[nominal]]
+        ahead = 0
+        for r in view.edf(len(view)):
+            if not _before(view, r, deadline_s, priority):
+                return ""
+            if view.deadline_s(r) >= soonest:
+                ahead += 1
+                if ahead >= room:
+                    return (
+                        f"shed at admission: {ahead}+ requests ahead of it need "
+                        f"{ahead / rate * 1e3:.0f} ms at best > "
+                        f"{(deadline_s - start) * 1e3:.0f} ms left "
+                        f"(budget {(deadline_s - now) * 1e3:.1f} ms)"
+                    )
+        return ""
+
+
+def _hopeless(left_s: float, budget_s: float, alone_s: float, cores: int) -> str:
+    return (
+        f"deadline cannot be met: predicted {alone_s * 1e3:.1f} ms alone on "
+        f"{cores} core(s) > {left_s * 1e3:.1f} ms left (budget {budget_s * 1e3:.1f} ms)"
+    )
+
+
+def _before(view: QueueView, r: int, deadline_s: float, priority: int) -> bool:
+    """Does waiting request ``r`` come before a new one of this deadline and priority (EDF)?"""
+    rank, new_rank = priority_rank(view.priority(r)), priority_rank(priority)
+    return rank < new_rank or (rank == new_rank and view.deadline_s(r) <= deadline_s)
 
 
 class _Context:

@@ -57,6 +57,11 @@ def efficient_batch(row: list[float], cap: int, tol: float) -> int:
     return cap
 
 
+def best_rate(row: list[float], cap: int) -> float:
+    """Requests per second one worker finishes at its best batch up to ``cap``."""
+    return max(b / row[b] for b in range(1, cap + 1))
+
+
 def target_batch(row: list[float], workers: int, rate: float, cap: int) -> int:
     """Smallest batch whose throughput on ``workers`` workers keeps up with ``rate``."""
     for b in range(1, cap + 1):

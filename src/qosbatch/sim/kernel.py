@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from heapq import heappop, heappush
@@ -204,6 +204,10 @@ class _Run:
         # Bound once: a policy's methods are looked up per event otherwise.
         self.decides = [p.decide for p in self.policies]
         self.observes = [p.observe for p in self.policies]
+        # A policy's optional admission test, asked before an arrival is queued (as live).
+        self.admits: list[Callable[[ModelQueue, float, int], str] | None] = [
+            getattr(p, "admit", None) for p in self.policies
+        ]
         self.appliers = [
             (partial(self._dispatch, m, q), partial(self._reject, q))
             for m, q in enumerate(self.queues)
@@ -243,6 +247,7 @@ class _Run:
         # per event show at a million requests); wake-ups are rare and stay a method.
         wake, apply = self._wake, self._apply
         idle_only, decides, observes = self.idle_only, self.decides, self.observes
+        admits = self.admits
         running, wake_at = self.running, self.wake_at
         shared = self.node_free is not None
         fe = self.frontend is not None
@@ -260,7 +265,19 @@ class _Run:
             if arrival:
                 m = codes[i]
                 q = queues[m]
-                q.push(i, t, deadline[i], prios[i] if prios else 0)
+                admit = admits[m]
+                if admit is None:
+                    q.push(i, t, deadline[i], prios[i] if prios else 0)
+                else:
+                    q.now_s = t
+                    reason = admit(q, deadline[i], prios[i] if prios else 0)
+                    if reason:
+                        self._refuse(i, t, reason)
+                        if i != last[m]:
+                            i += 1
+                            continue  # (the queue did not change: nothing to decide)
+                    else:
+                        q.push(i, t, deadline[i], prios[i] if prios else 0)
                 if i == last[m]:
                     q.draining = True
                 i += 1
@@ -474,13 +491,19 @@ class _Run:
         heappush(self.heap, (done, _COMPLETE, seq, m, w))
 
     def _reject(self, q: ModelQueue, d: Reject) -> None:
-        now = q.now_s
         ids = tuple(d.requests)
         if not ids:
             raise PolicyContractError(f"{q.model}: a Reject naming no request")
         q.take(ids)
+        self._record_rejection(ids, q.now_s, str(d.reason) or "rejected")
+
+    def _refuse(self, i: int, now: float, reason: str) -> None:
+        """Request ``i`` shed at admission: never queued, rejected as it arrives."""
+        self._record_rejection((i,), now, reason)
+
+    def _record_rejection(self, ids: tuple[int, ...], now: float, reason: str) -> None:
         code = len(self.reasons)
-        self.reasons.append(str(d.reason) or "rejected")
+        self.reasons.append(reason)
         self.reason_s.append(now)
         self.rejected.extend(ids)
         self.rejected_code.extend([code] * len(ids))
