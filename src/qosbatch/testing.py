@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -176,14 +178,25 @@ def poisson_trace(
 
 
 @contextmanager
-def running_server(args: Sequence[str], timeout_s: float = 180.0) -> Iterator[str]:
+def running_server(
+    args: Sequence[str],
+    timeout_s: float = 180.0,
+    *,
+    env: dict[str, str] | None = None,
+    cpus: Sequence[int] | None = None,
+) -> Iterator[str]:
     """Run ``qosbatch ARGS`` (``serve ...`` or ``deploy ...``) as a child; yield its URL.
 
     The URL is read from the banner the command prints once it serves; the child
     gets SIGTERM (its drain) on the way out, and SIGKILL if it does not exit.
+    ``env``: the child's environment (a ``PYTHONPATH`` runs another source tree);
+    ``cpus``: the child, and the workers it starts, run on these CPUs only.
     """
     cmd = [sys.executable, "-c", "from qosbatch.cli import main; main()", *map(str, args)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pin = None if cpus is None else partial(os.sched_setaffinity, 0, tuple(cpus))
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, preexec_fn=pin
+    )
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + timeout_s
