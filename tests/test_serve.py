@@ -6,6 +6,7 @@ back from its banner) and stops it; the load stays on 127.0.0.1 and is bounded.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import queue
@@ -321,20 +322,22 @@ def _worker_pid(server: Served) -> int:
 def test_killed_worker_leaves_no_request_unanswered_and_comes_back():
     s = Served("--model", MODEL, "--policy", "dynamic:max_batch_size=4,max_queue_delay_ms=1")
     try:
-        c = s.client(concurrency=16)
-        x = np.ones((128, 3, 32, 32), dtype=np.float32)  # long batches: the kill lands mid-batch
-        pending = [c.async_infer(MODEL, [infer_input(x)]) for _ in range(40)]
-        pending[0].get_result()  # batches are flowing, and 39 requests are still to run:
-        os.kill(_worker_pid(s), signal.SIGKILL)  # the kill lands mid-batch (not after a sleep)
-        ok = 1
-        failed = 0
-        for p in pending[1:]:
-            try:
-                p.get_result()
-                ok += 1
-            except InferenceServerException as exc:
-                assert "died" in str(exc) or "restart" in str(exc), str(exc)
+        x = np.ones((128, 3, 32, 32), dtype=np.float32)  # long batches
+        burst = concurrent.futures.ThreadPoolExecutor(1).submit(_burst, s.url, x, 40)
+        # A full batch (4) waiting means the worker is busy (dynamic would have dispatched
+        # it otherwise): the kill lands mid-batch, not after a sleep that may miss it.
+        deadline = time.monotonic() + 30
+        while s.metric("qosbatch_queue_depth") < 4 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        os.kill(_worker_pid(s), signal.SIGKILL)
+        ok = failed = 0
+        for result in burst.result(timeout=120):
+            if isinstance(result, InferenceServerException):
+                assert "died" in str(result) or "restart" in str(result), str(result)
                 failed += 1
+            else:
+                assert not isinstance(result, BaseException), repr(result)
+                ok += 1
         assert ok + failed == 40
         assert failed >= 1
         deadline = time.monotonic() + 10

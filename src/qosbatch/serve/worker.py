@@ -273,16 +273,20 @@ class WorkerHandle:
             slot[at : at + k] = p
             at += k
         future = self._expect("batch")
-        self._send(
-            {
-                "op": "run",
-                "cpus": list(cpus),
-                "in": self._in.name,
-                "out": self._out.name,
-                "shape": list(shape),
-                "dtype": str(first.dtype),
-            }
-        )
+        # A closed pipe means the process died a moment ago and the loop has not seen it
+        # yet: _on_exit fails this batch with the cause when it does (a bare "Broken
+        # pipe" told the client nothing).
+        with contextlib.suppress(OSError):
+            self._send(
+                {
+                    "op": "run",
+                    "cpus": list(cpus),
+                    "in": self._in.name,
+                    "out": self._out.name,
+                    "shape": list(shape),
+                    "dtype": str(first.dtype),
+                }
+            )
         return future
 
     def kill(self) -> None:
