@@ -125,7 +125,7 @@ class SloPolicy:
         self._cap = 0
         self._spread: list[list[float]] = []  # 1 + spread_k * cv(b, c)
         self._fixed_key: tuple[object, ...] = ()
-        self._rates: list[float] = []
+        self._rate = 0.0
 
     # ---- feedback -------------------------------------------------------------------
 
@@ -168,7 +168,7 @@ class SloPolicy:
             list(map(mul, map(mul, srow, repeat(f)), grow))
             for srow, grow in zip(table.service_s, self._spread, strict=True)
         ]
-        self._rates = []  # best throughput per core count, built by admit when it needs it
+        self._rate = 0.0  # the node's best throughput, built by admit when it needs it
 
     # ---- decisions ------------------------------------------------------------------
 
@@ -359,34 +359,42 @@ class SloPolicy:
           ``admission``. A driver without ``admit`` (or ``admission=0``) sheds in
           ``decide`` instead, later and at a full request's cost.
         """
-        if not self.shed:
-            return ""
-        table = view.latency
-        if table is not self._table or abs(self.ratio - self._safe_ratio) > 0.01:
-            self._rebuild(table)
+        # Asked on every arrival, so the usual answer comes first and cheap: the safe times
+        # are those the last decision built (rebuilt here only for a new table).
+        if view.latency is not self._table:
+            self._rebuild(view.latency)
         safe = self._safe
         now = view.now_s
-        start = now
-        if not view.idle_workers:
-            start = min(w.busy_until_s for w in view.workers)
+        alone = safe[view.max_cores][1]
+        if view.idle_workers:
+            if not len(view) and deadline_s >= now + alone:
+                return ""  # nothing waits and a worker is free: only a hopeless one is shed
+            start = now
+        else:  # the first worker to free up (_shed_head's loop)
+            workers = view.workers
+            start = workers[0].busy_until_s
+            for w in workers:
+                if w.busy_until_s < start:
+                    start = w.busy_until_s
             if start < now:
                 start = now
-        alone = safe[view.max_cores][1]
+        if not self.shed:
+            return ""
         if deadline_s < start + alone:
             return _hopeless(deadline_s - start, deadline_s - now, alone, view.max_cores)
-        if not self.admission:
-            return ""
-        n_workers = len(view.workers)
-        rates = self._rates
-        if not rates:  # (once per rebuild of the safe times)
-            rates = self._rates = [0.0] + [best_rate(row, self._cap) for row in safe[1:]]
-        rate = rates[view.max_cores // n_workers or 1] * n_workers
+        rate = self._rate  # the node's best throughput (all workers), once per rebuild
+        if not rate:
+            if not self.admission:
+                return ""
+            n_workers = len(view.workers)
+            top = view.max_cores // n_workers or 1
+            rate = self._rate = best_rate(safe[top], self._cap) * n_workers
         room = (deadline_s - start) * rate * self.admission  # requests done by the deadline
         if len(view) < room:
             return ""  # (the usual answer: fewer wait in all than could finish before it)
         # Ahead of it: the waiting requests EDF serves first, less those due too soon for
         # an efficient batch, which the overload step passes over (they are shed later).
-        nominal = view.max_cores // n_workers or 1
+        nominal = view.max_cores // len(view.workers) or 1
         soonest = start + safe[nominal][self._eff[nominal]]
         ahead = 0
         for r in view.edf(len(view)):

@@ -266,18 +266,15 @@ class _Run:
                 m = codes[i]
                 q = queues[m]
                 admit = admits[m]
-                if admit is None:
-                    q.push(i, t, deadline[i], prios[i] if prios else 0)
+                prio = prios[i] if prios else 0
+                q.now_s = t
+                if admit is not None and (reason := admit(q, deadline[i], prio)):
+                    self._refuse(i, t, reason)  # shed at admission: never queued
+                    if i != last[m]:
+                        i += 1
+                        continue  # (the queue did not change: nothing to decide)
                 else:
-                    q.now_s = t
-                    reason = admit(q, deadline[i], prios[i] if prios else 0)
-                    if reason:
-                        self._refuse(i, t, reason)
-                        if i != last[m]:
-                            i += 1
-                            continue  # (the queue did not change: nothing to decide)
-                    else:
-                        q.push(i, t, deadline[i], prios[i] if prios else 0)
+                    q.push(i, t, deadline[i], prio)
                 if i == last[m]:
                     q.draining = True
                 i += 1
