@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from qosbatch.client.loadgen import run_load
+from qosbatch.core.errors import UserError
 from qosbatch.core.profile import load_profile
 from qosbatch.core.requests import ON_TIME, RecordTable
 from qosbatch.metrics import summarize
@@ -294,4 +295,7 @@ def _table(rows: list[Row], limit: float) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as exc:  # a wrong profile or flag: one line, not a traceback
+        sys.exit(f"overload.py: {exc}")
