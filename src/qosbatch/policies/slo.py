@@ -299,16 +299,9 @@ class SloPolicy:
     def _shed_head(self, view: QueueView, safe: list[list[float]], now: float) -> list[Decision]:
         """No worker or core free: only a hopeless EDF head can be acted on now."""
         alone = safe[view.max_cores][1]
-        head = view.earliest_deadline_s()
-        if head >= now + alone:
-            workers = view.workers
-            start = workers[0].busy_until_s
-            for w in workers:
-                if w.busy_until_s < start:
-                    start = w.busy_until_s
-            if head >= start + alone:
-                return []
-        start = max(now, min(w.busy_until_s for w in view.workers))
+        start = _first_free(view, now)
+        if view.earliest_deadline_s() >= start + alone:
+            return []
         k = 1
         while True:
             ids = view.edf(k)
@@ -370,14 +363,8 @@ class SloPolicy:
             if not len(view) and deadline_s >= now + alone:
                 return ""  # nothing waits and a worker is free: only a hopeless one is shed
             start = now
-        else:  # the first worker to free up (_shed_head's loop)
-            workers = view.workers
-            start = workers[0].busy_until_s
-            for w in workers:
-                if w.busy_until_s < start:
-                    start = w.busy_until_s
-            if start < now:
-                start = now
+        else:
+            start = _first_free(view, now)
         if not self.shed:
             return ""
         if deadline_s < start + alone:
@@ -404,6 +391,16 @@ class SloPolicy:
             f"{ahead / rate * 1e3:.0f} ms at best > {(deadline_s - start) * 1e3:.0f} ms left "
             f"(budget {(deadline_s - now) * 1e3:.1f} ms)"
         )
+
+
+def _first_free(view: QueueView, now: float) -> float:
+    """When the first worker frees up: the earliest predicted end, or now if that passed."""
+    workers = view.workers
+    start = workers[0].busy_until_s
+    for w in workers:
+        if w.busy_until_s < start:
+            start = w.busy_until_s
+    return start if start > now else now
 
 
 def _hopeless(left_s: float, budget_s: float, alone_s: float, cores: int) -> str:
