@@ -180,8 +180,6 @@ def build_app(server: Server) -> ASGIApp:
     async def _infer(request: Request, m: ServedModel) -> Response:
         body = _Body(request, limit)
         header_length = request.headers.get(HEADER_LENGTH)
-        budget: float | None = None
-        admitted = False
         if header_length is not None:
             # Binary extension: the JSON header comes first. Shed from it, before the
             # tensor's bytes are read or decoded: a 429 then costs the parse of a few
@@ -193,12 +191,11 @@ def build_app(server: Server) -> ASGIApp:
             budget, priority = decode_admission(head)
             budget = budget or parse_budget_header(request.headers.get("x-slo-ms"))
             _admit(m, budget, priority)
-            admitted = True
         req = decode_infer(
             await body.whole(), header_length, m.input, m.outputs, m.config.max_batch
         )
-        budget = req.budget_s or parse_budget_header(request.headers.get("x-slo-ms"))
-        if not admitted:
+        if header_length is None:  # plain JSON: the budget is known once the body is parsed
+            budget = req.budget_s or parse_budget_header(request.headers.get("x-slo-ms"))
             _admit(m, budget, req.priority)
         answer = await m.batcher.submit(req.tensor, budget or m.config.slo_s, req.priority)
         if answer.status != 200:

@@ -179,7 +179,7 @@ class Batcher:
             return ""  # (submit answers those)
         q = self.queue
         now = q.now_s = self.now()
-        q.free_cores = min(self.pool.free, q.max_cores - self._running_cores())
+        self._sync_free_cores()
         try:
             reason = admit(q, now + budget_s, priority)
         except Exception:
@@ -210,7 +210,7 @@ class Batcher:
         now = self.now()
         q.now_s = now
         q.draining = self.draining
-        q.free_cores = min(self.pool.free, q.max_cores - self._running_cores())
+        self._sync_free_cores()
         try:
             decisions = self.policy.decide(q)
             if decisions.__class__ is list and not decisions:
@@ -279,7 +279,7 @@ class Batcher:
         worker.running_cores = 0
         worker.busy_until_s = now
         self.pool.give((self.model, w))  # (wakes this batcher and any sharing the pool)
-        q.free_cores = min(self.pool.free, q.max_cores - self._running_cores())
+        self._sync_free_cores()
         if w not in self._dead:  # a dead worker turns idle when it is back
             worker.idle = True
             q.idle_workers += 1
@@ -352,6 +352,11 @@ class Batcher:
 
     def _running_cores(self) -> int:
         return sum(worker.running_cores for worker in self.queue.workers)
+
+    def _sync_free_cores(self) -> None:
+        """The queue's free cores: the pool's, within what this model may hold at once."""
+        q = self.queue
+        q.free_cores = min(self.pool.free, q.max_cores - self._running_cores())
 
     # ---- answers --------------------------------------------------------------------
 
