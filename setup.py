@@ -17,7 +17,7 @@ from setuptools import setup
 HOT_PATH = [
     "src/qosbatch/sim/kernel.py",
     "src/qosbatch/sim/service.py",
-    "src/qosbatch/policies/queue.py",
+    "src/qosbatch/engine/queue.py",
     "src/qosbatch/policies/slo.py",
     "src/qosbatch/policies/slo_plan.py",
 ]

@@ -29,8 +29,8 @@ import numpy as np
 from qosbatch.client.loadgen import run_load
 from qosbatch.core.profile import load_profile
 from qosbatch.core.requests import RecordTable
+from qosbatch.latency.table import LatencyTable
 from qosbatch.metrics import Metrics, mean_latency_ms, summarize
-from qosbatch.policies.latency_table import LatencyTable
 from qosbatch.policies.registry import parse_policy
 from qosbatch.sim.kernel import Deployment, simulate
 from qosbatch.sim.overhead import client_side, server_side

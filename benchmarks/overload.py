@@ -43,8 +43,8 @@ from qosbatch.client.loadgen import run_load
 from qosbatch.core.errors import UserError
 from qosbatch.core.profile import load_profile
 from qosbatch.core.requests import ON_TIME, RecordTable
+from qosbatch.latency.table import LatencyTable
 from qosbatch.metrics import summarize
-from qosbatch.policies.latency_table import LatencyTable
 from qosbatch.policies.registry import parse_policy
 from qosbatch.sim.capacity import bisect_load
 from qosbatch.sim.frontend import FrontEnd, parse_frontend

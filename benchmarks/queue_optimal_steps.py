@@ -21,8 +21,8 @@ import math
 import numpy as np
 
 from qosbatch.core.profile import load_profile
+from qosbatch.latency.table import LatencyTable
 from qosbatch.metrics import Metrics, mean_latency_ms, summarize
-from qosbatch.policies.latency_table import LatencyTable
 from qosbatch.policies.registry import PolicySpec, parse_policy
 from qosbatch.sim.capacity import DYNAMIC_GRID
 from qosbatch.sim.kernel import Deployment, simulate

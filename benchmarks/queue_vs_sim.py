@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from qosbatch.core.profile import Profile, load_profile
-from qosbatch.policies.latency_table import LatencyTable
+from qosbatch.latency.table import LatencyTable
 from qosbatch.queueing import ServiceTime, solve
 from qosbatch.sim.bulk_queue import simulate_bulk_queue
 from qosbatch.testing import synthetic_profile

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qosbatch.core.profile import load_profile
-from qosbatch.policies.latency_table import LatencyTable
+from qosbatch.latency.table import LatencyTable
 from qosbatch.policies.registry import PolicySpec, parse_policy
 from qosbatch.sim.capacity import DYNAMIC_GRID, TraceAt, find_capacity, trace_at
 from qosbatch.sim.kernel import Deployment

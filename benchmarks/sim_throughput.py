@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from qosbatch.core.profile import load_profile
+from qosbatch.latency.table import LatencyTable
 from qosbatch.metrics import summarize
-from qosbatch.policies.latency_table import LatencyTable
 from qosbatch.policies.registry import parse_policy
 from qosbatch.sim.kernel import Deployment, simulate
 from qosbatch.testing import records_digest, synthetic_profile

@@ -35,8 +35,8 @@ import numpy as np
 
 from qosbatch.client.loadgen import run_load
 from qosbatch.core.profile import load_profile
+from qosbatch.latency.table import LatencyTable
 from qosbatch.metrics import Metrics, summarize
-from qosbatch.policies.latency_table import LatencyTable
 from qosbatch.policies.registry import parse_policy
 from qosbatch.sim.kernel import Deployment, simulate
 from qosbatch.testing import running_server

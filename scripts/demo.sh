@@ -27,7 +27,7 @@ $qb simulate --profile "$out/resnet18.json" --policy slo,dynamic,aimd,single \
 # 60% of what the node sustains with batches of up to 32, from the profile just taken.
 rate=$(.venv/bin/python -c "
 from qosbatch.core.profile import load_profile
-from qosbatch.policies.latency_table import LatencyTable
+from qosbatch.latency.table import LatencyTable
 t = LatencyTable.from_profile(load_profile('$out/resnet18.json'), ${cores##*,}, 32)
 print(round(0.6 * max(b / t.s(b, ${cores##*,}) for b in range(1, 33)), 1))")
 echo "== 5. queueing model: the best (a, b) at $rate req/s (60% of capacity) =="

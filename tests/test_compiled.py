@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 
 import qosbatch
+from qosbatch.engine import queue
 from qosbatch.latency.amdahl import AmdahlModel
-from qosbatch.policies import queue, slo, slo_plan
+from qosbatch.policies import slo, slo_plan
 from qosbatch.policies.registry import parse_policy
 from qosbatch.sim import kernel, service
 from qosbatch.sim.kernel import Deployment, simulate

@@ -19,7 +19,6 @@ from qosbatch.policies import (
     PolicyContractError,
     Reject,
     Wait,
-    check_policy,
     parse_policy,
     parse_policy_list,
 )
@@ -28,6 +27,7 @@ from qosbatch.policies.dynamic import DynamicPolicy
 from qosbatch.policies.fixed import FixedPolicy
 from qosbatch.policies.single import SinglePolicy
 from qosbatch.policies.slo import SloPolicy
+from qosbatch.sim.check import check_policy
 from qosbatch.sim.kernel import Deployment, simulate
 from qosbatch.testing import make_queue, make_request, poisson_trace, synthetic_table
 

@@ -11,9 +11,9 @@ from gymnasium.utils.env_checker import check_env
 
 from qosbatch.core.errors import UserError
 from qosbatch.core.profile import save_profile
-from qosbatch.policies.latency_table import LatencyTable
+from qosbatch.latency.table import LatencyTable
+from qosbatch.policies.knobs import KnobPolicy, KnobRange, to_all_knobs, to_knobs
 from qosbatch.rl.env import BatchingEnv, Scheduled
-from qosbatch.rl.knobs import KnobPolicy, KnobRange, to_all_knobs, to_knobs
 from qosbatch.sim.kernel import Deployment, simulate
 from qosbatch.testing import peak_cores
 from qosbatch.workloads.trace import Trace
@@ -269,7 +269,7 @@ def two_model_agent(profile_path, tmp_path_factory):
 
 
 def test_one_agent_trains_for_two_models_and_acts_for_both(two_model_agent, profile_path):
-    from qosbatch.rl.agent import read_info
+    from qosbatch.policies.learned import read_info
 
     out, other, printed = two_model_agent
     info = read_info(out)

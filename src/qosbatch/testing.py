@@ -27,9 +27,9 @@ import numpy as np
 
 from qosbatch.core.profile import Measurement, ModelInfo, NodeInfo, Profile
 from qosbatch.core.requests import RecordTable, Request
+from qosbatch.engine.queue import ModelQueue
 from qosbatch.latency import AmdahlModel
-from qosbatch.policies.latency_table import LatencyTable
-from qosbatch.policies.queue import ModelQueue
+from qosbatch.latency.table import LatencyTable
 from qosbatch.workloads import arrivals
 from qosbatch.workloads.trace import Trace
 

@@ -13,7 +13,7 @@ from qosbatch.cli import app
 from qosbatch.core.errors import UserError
 from qosbatch.core.profile import Profile, load_profile
 from qosbatch.core.units import duration_ms
-from qosbatch.policies.latency_table import LatencyTable
+from qosbatch.latency.table import LatencyTable
 from qosbatch.queueing import FAMILIES, QueueResult, ServiceTime, optimize_ab, solve
 
 console = Console()

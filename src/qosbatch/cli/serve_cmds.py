@@ -82,10 +82,10 @@ def serve(
     """
     from qosbatch.core.profile import load_profile
     from qosbatch.core.units import duration_ms
+    from qosbatch.engine.queue import split_evenly
     from qosbatch.models.backends import check_backend
     from qosbatch.models.loading import ModelRef, parse_shape, resolve_model
     from qosbatch.planner.files import read_plan_models
-    from qosbatch.policies.queue import split_evenly
     from qosbatch.policies.registry import PolicySpec, parse_policy
     from qosbatch.profiling.pinning import available_cores
     from qosbatch.serve.server import ModelConfig, ServerConfig, bind
@@ -124,7 +124,7 @@ def serve(
     refs = [w[0] for w in wanted]
     for ref, pspec, *_ in wanted:  # an agent trained for another model: refuse before loading
         if pspec.name == "rl":
-            from qosbatch.rl.agent import check_trained_for, read_info
+            from qosbatch.policies.learned import check_trained_for, read_info
 
             agent = pspec.params["agent"]
             check_trained_for(agent, read_info(agent), ref.name)

@@ -30,8 +30,8 @@ import numpy as np
 
 from qosbatch.core.requests import REJECTED
 from qosbatch.latency import AmdahlModel
+from qosbatch.latency.table import LatencyTable
 from qosbatch.planner.capacity import OPTIMISM_TOLERANCE, Curve, default_queue_capacity
-from qosbatch.policies.latency_table import LatencyTable
 from qosbatch.policies.registry import parse_policy
 from qosbatch.sim.kernel import Deployment, simulate
 from qosbatch.workloads import arrivals

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 
 from qosbatch.core.profile import NodeInfo, Profile
-from qosbatch.policies.latency_table import LatencyTable
+from qosbatch.latency.table import LatencyTable
 
 # A worker process's memory beside the weights and activations: interpreter, runtime
 # libraries, thread pools. Measured RSS of a torch CPU worker is 200-350 MiB; the

@@ -3,7 +3,8 @@
 ``single``, ``fixed``, ``dynamic`` and ``aimd`` behave as the peers do, with the
 peers' knob names; ``slo`` is ours. Build one from a spec string with
 ``parse_policy("dynamic:max_batch_size=16,max_queue_delay_ms=5").factory()``, or
-check a policy of your own with ``check_policy``.
+check a policy of your own with ``qosbatch.sim.check.check_policy``
+(the simulator runs it, so it lives a layer up).
 """
 
 from qosbatch.policies.base import (
@@ -18,9 +19,6 @@ from qosbatch.policies.base import (
     Wait,
     WorkerView,
 )
-from qosbatch.policies.check import check_policy
-from qosbatch.policies.latency_table import LatencyTable
-from qosbatch.policies.queue import ModelQueue
 from qosbatch.policies.registry import POLICIES, PolicySpec, parse_policy, parse_policy_list
 
 __all__ = [
@@ -28,8 +26,6 @@ __all__ = [
     "CompletedBatch",
     "Decision",
     "Dispatch",
-    "LatencyTable",
-    "ModelQueue",
     "Policy",
     "PolicyContractError",
     "PolicyFactory",
@@ -38,7 +34,6 @@ __all__ = [
     "Reject",
     "Wait",
     "WorkerView",
-    "check_policy",
     "parse_policy",
     "parse_policy_list",
 ]

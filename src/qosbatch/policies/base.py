@@ -46,7 +46,7 @@ import numpy as np
 
 from qosbatch.core.errors import UserError
 from qosbatch.core.requests import Request
-from qosbatch.policies.latency_table import LatencyTable
+from qosbatch.latency.table import LatencyTable
 
 
 @dataclass(slots=True)
@@ -149,6 +149,18 @@ class QueueView(Protocol):
     def deadline_s(self, request_id: int) -> float: ...
     def priority(self, request_id: int) -> int: ...
     def requests(self) -> list[Request]: ...  # every waiting request, oldest first
+
+
+LOWEST_RANK = 1 << 31  # the EDF rank of priority 0, Triton's default (lowest) level
+
+
+def priority_rank(priority: int) -> int:
+    """Sort key of a priority level: 1 first, then 2, ...; 0 (the default) last.
+
+    Part of the contract: ``QueueView.edf`` orders by (rank, deadline), and a policy
+    that reasons about EDF order (``slo``'s admission) must rank the same way.
+    """
+    return priority if priority > 0 else LOWEST_RANK
 
 
 @runtime_checkable

@@ -25,10 +25,10 @@ from qosbatch.policies.aimd import AimdPolicy
 from qosbatch.policies.base import Policy, PolicyFactory
 from qosbatch.policies.dynamic import DynamicPolicy
 from qosbatch.policies.fixed import FixedPolicy
+from qosbatch.policies.learned import AgentPolicy
 from qosbatch.policies.queue_optimal import QueueOptimalPolicy
 from qosbatch.policies.single import SinglePolicy
 from qosbatch.policies.slo import SloPolicy
-from qosbatch.rl.agent import AgentPolicy
 
 POLICIES: dict[str, type] = {
     "single": SinglePolicy,

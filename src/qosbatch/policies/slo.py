@@ -42,6 +42,7 @@ from operator import mul
 import numpy as np
 
 from qosbatch.core.errors import UserError
+from qosbatch.latency.table import LatencyTable
 from qosbatch.policies.base import (
     CompletedBatch,
     Decision,
@@ -49,9 +50,8 @@ from qosbatch.policies.base import (
     QueueView,
     Reject,
     Wait,
+    priority_rank,
 )
-from qosbatch.policies.latency_table import LatencyTable
-from qosbatch.policies.queue import priority_rank
 from qosbatch.policies.slo_plan import (
     NO_LIMIT,
     best_rate,

@@ -30,8 +30,8 @@ import gymnasium as gym
 import numpy as np
 
 from qosbatch.core.errors import UserError
-from qosbatch.policies.latency_table import LatencyTable
-from qosbatch.rl.knobs import (
+from qosbatch.latency.table import LatencyTable
+from qosbatch.policies.knobs import (
     OBSERVATION_SIZE,
     IntervalStats,
     KnobPolicy,

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from qosbatch.core.profile import Profile
-from qosbatch.policies.latency_table import LatencyTable
-from qosbatch.rl.agent import AgentInfo, write_info
+from qosbatch.latency.table import LatencyTable
+from qosbatch.policies.learned import AgentInfo, write_info
 from qosbatch.rl.env import BatchingEnv, Scheduled
 
 

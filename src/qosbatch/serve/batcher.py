@@ -26,9 +26,9 @@ from functools import partial
 
 import numpy as np
 
+from qosbatch.engine.queue import ModelQueue, apply_decisions, split_evenly
+from qosbatch.latency.table import LatencyTable
 from qosbatch.policies.base import CompletedBatch, Dispatch, Policy, Reject
-from qosbatch.policies.latency_table import LatencyTable
-from qosbatch.policies.queue import ModelQueue, apply_decisions, split_evenly
 from qosbatch.serve.core_pool import CorePool
 from qosbatch.serve.telemetry import Telemetry
 from qosbatch.serve.worker import BatchOutput, WorkerHandle

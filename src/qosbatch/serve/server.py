@@ -26,11 +26,11 @@ import uvicorn
 
 from qosbatch.core.errors import UserError
 from qosbatch.core.profile import Profile
+from qosbatch.engine.queue import split_evenly
 from qosbatch.latency.amdahl import AmdahlModel
+from qosbatch.latency.table import DEFAULT_MAX_BATCH, LatencyTable
 from qosbatch.models.loading import ModelRef
 from qosbatch.policies.base import PolicyFactory
-from qosbatch.policies.latency_table import DEFAULT_MAX_BATCH, LatencyTable
-from qosbatch.policies.queue import split_evenly
 from qosbatch.policies.registry import PolicySpec
 from qosbatch.serve.batcher import Batcher
 from qosbatch.serve.core_pool import CorePool

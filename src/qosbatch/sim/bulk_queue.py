@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qosbatch.core.requests import REJECTED
-from qosbatch.policies.latency_table import LatencyTable
+from qosbatch.latency.table import LatencyTable
 from qosbatch.policies.registry import parse_policy
 from qosbatch.sim.kernel import Deployment, simulate
 from qosbatch.workloads import arrivals

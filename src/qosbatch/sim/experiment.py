@@ -17,8 +17,8 @@ import numpy as np
 
 from qosbatch.core.errors import UserError
 from qosbatch.core.profile import Profile
+from qosbatch.latency.table import DEFAULT_MAX_BATCH, LatencyTable
 from qosbatch.metrics import Metrics, summarize
-from qosbatch.policies.latency_table import DEFAULT_MAX_BATCH, LatencyTable
 from qosbatch.policies.registry import PolicySpec
 from qosbatch.sim.capacity import Capacity, TraceAt, Tuned, find_capacity, mean_rate, trace_at, tune
 from qosbatch.sim.frontend import FrontEnd

@@ -28,6 +28,8 @@ import numpy as np
 
 from qosbatch.core.errors import UserError
 from qosbatch.core.requests import LATE, ON_TIME, REJECTED, RecordTable
+from qosbatch.engine.queue import ModelQueue, apply_decisions, split_evenly
+from qosbatch.latency.table import LatencyTable
 from qosbatch.policies.base import (
     CompletedBatch,
     Dispatch,
@@ -36,8 +38,6 @@ from qosbatch.policies.base import (
     PolicyFactory,
     Reject,
 )
-from qosbatch.policies.latency_table import LatencyTable
-from qosbatch.policies.queue import ModelQueue, apply_decisions, split_evenly
 from qosbatch.sim.frontend import FrontEnd
 from qosbatch.sim.service import ServiceSampler
 from qosbatch.workloads.trace import Trace

@@ -15,7 +15,7 @@ from math import exp
 
 import numpy as np
 
-from qosbatch.policies.latency_table import LatencyTable
+from qosbatch.latency.table import LatencyTable
 
 _CHUNK = 1 << 16
 

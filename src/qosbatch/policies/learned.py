@@ -20,7 +20,13 @@ import numpy as np
 
 from qosbatch.core.errors import UserError
 from qosbatch.policies.base import CompletedBatch, Decision, QueueView
-from qosbatch.rl.knobs import OBSERVATION_SIZE, IntervalStats, KnobPolicy, KnobRange, to_all_knobs
+from qosbatch.policies.knobs import (
+    OBSERVATION_SIZE,
+    IntervalStats,
+    KnobPolicy,
+    KnobRange,
+    to_all_knobs,
+)
 
 META = "qosbatch.json"
 SCHEMA = "qosbatch.agent/2"  # 2: several models (``models``, ``instances`` per model)

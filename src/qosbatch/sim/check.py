@@ -5,8 +5,8 @@ this before trusting it. Each scenario is a short simulation in strict mode,
 where the simulator raises at the first broken rule (a request dispatched twice,
 a wait in the past, a dispatch to a busy worker or on more cores than are free,
 a request neither dispatched nor rejected by the end); the records are then
-checked for order in time. This module drives the simulator, the one place the
-policies package reaches up a layer, so it imports it lazily.
+checked for order in time. It drives the simulator, so it lives beside it, a
+layer above the policies it checks.
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ import numpy as np
 
 from qosbatch.core.requests import REJECTED, RecordTable
 from qosbatch.policies.base import PolicyContractError, PolicyFactory
+from qosbatch.policies.registry import parse_policy
+from qosbatch.sim.kernel import Deployment, simulate
+from qosbatch.testing import synthetic_table
+from qosbatch.workloads.trace import Trace
 
 
 @dataclass
@@ -41,8 +45,6 @@ def check_policy(
     policy_factory: PolicyFactory | str, raise_on_error: bool = False, seed: int = 0
 ) -> CheckReport:
     """Run the scenarios; return a report, or raise PolicyContractError if asked to."""
-    from qosbatch.policies.registry import parse_policy
-
     factory = (
         parse_policy(policy_factory).factory()
         if isinstance(policy_factory, str)
@@ -68,10 +70,6 @@ Scenario = Callable[[PolicyFactory], str]
 
 
 def _scenarios(seed: int) -> dict[str, Scenario]:
-    from qosbatch.sim.kernel import Deployment, simulate
-    from qosbatch.testing import synthetic_table
-    from qosbatch.workloads.trace import Trace
-
     rng = np.random.default_rng(seed)
     table = synthetic_table(max_batch=64, max_cores=4, cv=0.05)
 

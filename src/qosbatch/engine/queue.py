@@ -25,10 +25,16 @@ from dataclasses import dataclass
 from math import exp
 
 from qosbatch.core.requests import Request
-from qosbatch.policies.base import Decision, Dispatch, PolicyContractError, Reject, Wait
-from qosbatch.policies.latency_table import LatencyTable
-
-_LOWEST = 1 << 31  # the EDF rank of priority 0, Triton's default (lowest) level
+from qosbatch.latency.table import LatencyTable
+from qosbatch.policies.base import (
+    LOWEST_RANK,
+    Decision,
+    Dispatch,
+    PolicyContractError,
+    Reject,
+    Wait,
+    priority_rank,
+)
 
 
 @dataclass(slots=True)
@@ -49,11 +55,6 @@ def split_evenly(total: int, parts: int) -> list[int]:
     """
     base, extra = divmod(total, parts)
     return [base + (i < extra) for i in range(parts)]
-
-
-def priority_rank(priority: int) -> int:
-    """Sort key of a priority level: 1 first, then 2, ...; 0 (the default) last."""
-    return priority if priority > 0 else _LOWEST
 
 
 class ModelQueue:
@@ -174,7 +175,7 @@ class ModelQueue:
         info[request_id] = (arrival_s, deadline_s, priority)
         self._fifo.append(request_id)
         if self._edf is not None:
-            rank = priority if priority > 0 else _LOWEST  # (priority_rank, inlined)
+            rank = priority if priority > 0 else LOWEST_RANK  # (priority_rank, inlined)
             insort(self._edf, (rank, deadline_s, request_id))
         tau = self._tau
         self._rate = self._rate * exp((self._rate_t - arrival_s) / tau) + 1 / tau
