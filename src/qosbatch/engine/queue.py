@@ -20,14 +20,15 @@ from __future__ import annotations
 import math
 from bisect import insort
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from math import exp
 
 from qosbatch.core.requests import Request
 from qosbatch.latency.table import LatencyTable
 from qosbatch.policies.base import (
     LOWEST_RANK,
+    CompletedBatch,
     Decision,
     Dispatch,
     PolicyContractError,
@@ -46,6 +47,10 @@ class WorkerState:
     idle: bool = True
     busy_until_s: float = 0.0  # predicted completion of the running batch
     running_cores: int = 0
+    # The running batch, as the driver core needs it at completion (empty when idle).
+    batch: Sequence[int] = ()
+    entries: list[tuple[float, float, int]] = field(default_factory=list)  # as queued
+    dispatch_s: float = 0.0
 
 
 def split_evenly(total: int, parts: int) -> list[int]:
@@ -181,21 +186,37 @@ class ModelQueue:
         self._rate = self._rate * exp((self._rate_t - arrival_s) / tau) + 1 / tau
         self._rate_t = arrival_s
 
-    def take(self, request_ids: Iterable[int]) -> int:
-        """Remove requests a decision named; a missing one is a broken contract."""
+    def take(self, request_ids: Sequence[int]) -> list[tuple[float, float, int]]:
+        """Remove requests a decision named; their (arrival, deadline, priority) entries.
+
+        A missing one breaks the contract.
+
+        All are found before any is removed, so a decision that names a request twice or
+        one not waiting leaves the queue as it was, and the driver can still answer every
+        request in it (a broken policy must never strand one).
+        """
         info = self._info
+        pop = info.pop
+        taken: list[tuple[float, float, int]] = []
+        try:
+            for rid in request_ids:
+                taken.append(pop(rid))
+        except KeyError:
+            for rid, entry in zip(request_ids, taken, strict=False):  # put them back
+                info[rid] = entry
+            bad = request_ids[len(taken)]
+            raise PolicyContractError(
+                f"{self.model}: a decision names request {bad}, which is not waiting "
+                "(dispatched or rejected twice, or never arrived)"
+            ) from None
+        n = len(taken)
         order = self._edf
-        n = dropped = 0
-        for rid in request_ids:
-            if info.pop(rid, None) is None:
-                raise PolicyContractError(
-                    f"request {rid} of {self.model} is not waiting "
-                    "(dispatched or rejected twice, or never arrived)"
-                )
-            n += 1
-            if order and order[0][2] == rid:  # the EDF head (the usual) leaves that order now
-                del order[0]
-                dropped += 1
+        dropped = 0
+        if order:
+            for rid in request_ids:  # the EDF head (the usual) leaves that order now
+                if order and order[0][2] == rid:
+                    del order[0]
+                    dropped += 1
         self._fifo_dead += n
         if self._fifo_dead > 64 and self._fifo_dead > len(info):
             self._fifo = deque(r for r in self._fifo if r in info)
@@ -205,7 +226,66 @@ class ModelQueue:
             if self._edf_dead > 64 and self._edf_dead > len(info):
                 self._edf = [e for e in order if e[2] in info]
                 self._edf_dead = 0
-        return n
+        return taken
+
+    def start_batch(self, ids: Sequence[int], worker: int, cores: int, now: float) -> None:
+        """A dispatched batch leaves the queue and holds its worker and cores.
+
+        The one place either driver turns a ``Dispatch`` into state: the contract's
+        checks, the requests taken, the worker busy until the table's prediction.
+        """
+        b = len(ids)
+        workers = self.workers
+        # check_dispatch's tests, inline (once per batch); it is called to raise the reason.
+        if not (
+            0 <= worker < len(workers)
+            and workers[worker].idle
+            and 1 <= cores <= self.free_cores
+            and 1 <= b <= self.latency.max_batch
+        ):
+            self.check_dispatch(worker, cores, b)
+        entries = self.take(ids)
+        w = workers[worker]
+        w.idle = False
+        w.busy_until_s = now + self.latency.service_s[cores][b]
+        w.running_cores = cores
+        w.batch = ids
+        w.entries = entries
+        w.dispatch_s = now
+        self.free_cores -= cores
+        self.idle_workers -= 1
+
+    def finish_batch(self, worker: int, now: float, back: bool = True) -> CompletedBatch:
+        """The worker's batch ended at ``now``: its cores are free; what the policy observes.
+
+        ``back``: the worker takes batches again (False when it died with the batch: the
+        driver marks it idle once it has restarted).
+        """
+        w = self.workers[worker]
+        cores = w.running_cores
+        late = 0
+        for entry in w.entries:
+            if entry[1] < now:  # (arrival, deadline, priority)
+                late += 1
+        done = CompletedBatch(self.model, worker, cores, w.batch, w.dispatch_s, now, late)
+        w.running_cores = 0
+        w.busy_until_s = now
+        w.batch = ()
+        w.entries = []
+        self.free_cores += cores
+        if back:
+            w.idle = True
+            self.idle_workers += 1
+        self.now_s = now
+        return done
+
+    def reject(self, d: Reject) -> list[int]:
+        """A ``Reject``'s requests leave the queue; the ids the driver answers."""
+        ids = list(d.requests)
+        if not ids:
+            raise PolicyContractError(f"{self.model}: a Reject naming no request")
+        self.take(ids)
+        return ids
 
     def check_dispatch(self, worker: int, cores: int, batch: int) -> None:
         """Raise PolicyContractError unless this batch on this worker and cores is legal."""

@@ -31,7 +31,6 @@ from qosbatch.core.requests import LATE, ON_TIME, REJECTED, RecordTable
 from qosbatch.engine.queue import ModelQueue, apply_decisions, split_evenly
 from qosbatch.latency.table import LatencyTable
 from qosbatch.policies.base import (
-    CompletedBatch,
     Dispatch,
     Policy,
     PolicyContractError,
@@ -195,8 +194,6 @@ class _Run:
         self.reason_s: list[float] = []
         self.rejected: list[int] = []
         self.rejected_code: list[int] = []
-        # model -> worker -> (ids, dispatch time) of its running batch
-        self.running: list[dict[int, tuple[tuple[int, ...], float]]] = [{} for _ in self.deps]
         self.heap: list[tuple[float, int, int, int, int]] = []
         self.seq = 0
         self.wake_at = [math.inf] * n_models
@@ -248,7 +245,7 @@ class _Run:
         wake, apply = self._wake, self._apply
         idle_only, decides, observes = self.idle_only, self.decides, self.observes
         admits = self.admits
-        running, wake_at = self.running, self.wake_at
+        wake_at = self.wake_at
         shared = self.node_free is not None
         fe = self.frontend is not None
         inf = math.inf
@@ -293,26 +290,11 @@ class _Run:
                     continue
                 # A batch completes: its worker and cores are free again.
                 now, _, _, m, w = ev
-                ids, dispatch_s = running[m].pop(w)
                 q = queues[m]
-                worker = q.workers[w]
-                cores = worker.running_cores
-                worker.idle = True
-                worker.busy_until_s = now
-                worker.running_cores = 0
-                q.free_cores += cores
-                q.idle_workers += 1
-                if len(ids) == 1:
-                    late = 1 if deadline[ids[0]] < now else 0
-                else:
-                    late = 0
-                    for r in ids:
-                        if deadline[r] < now:
-                            late += 1
-                q.now_s = now
+                done = q.finish_batch(w, now)
                 if fe:
-                    self._answered(now, len(ids))
-                observes[m](CompletedBatch(q.model, w, cores, ids, dispatch_s, now, late))
+                    self._answered(now, len(done.requests))
+                observes[m](done)
             # The policy decides (as in _decide; q.now_s is set above).
             decisions = decides[m](q)
             if decisions.__class__ is list and not decisions:
@@ -351,7 +333,7 @@ class _Run:
         q = self.queues[m]
         before = len(q)
         self._decide(m, now)
-        if not (q.draining and len(q) == before and not self.running[m]):
+        if not (q.draining and len(q) == before and q.idle_workers == len(q.workers)):
             self.idle_wakes[m] = 0
             return
         # Nothing left to arrive or finish, and the wake-up changed nothing.
@@ -371,23 +353,14 @@ class _Run:
         then the others in model order, since the cores it gave back are theirs too.
         """
         now, _, _, m, w = ev
-        ids, dispatch_s = self.running[m].pop(w)
         q = self.queues[m]
-        worker = q.workers[w]
-        cores = worker.running_cores
-        worker.idle = True
-        worker.busy_until_s = now
-        worker.running_cores = 0
-        q.idle_workers += 1
-        self.node_free += cores  # type: ignore[operator]
-        self.held[m] -= cores
-        self._share()
-        deadline = self.deadline
-        late = sum(1 for r in ids if deadline[r] < now)
-        q.now_s = now
+        done = q.finish_batch(w, now)
+        self.node_free += done.cores  # type: ignore[operator]
+        self.held[m] -= done.cores
+        self._share()  # (the pool's share replaces the free cores finish_batch gave back)
         if self.frontend is not None:
-            self._answered(now, len(ids))
-        self.observes[m](CompletedBatch(q.model, w, cores, ids, dispatch_s, now, late))
+            self._answered(now, len(done.requests))
+        self.observes[m](done)
         self._decide(m, now)
         for j, other in enumerate(self.queues):
             if j != m and len(other) and other.idle_workers and other.free_cores:
@@ -447,29 +420,14 @@ class _Run:
 
     def _dispatch(self, m: int, q: ModelQueue, d: Dispatch) -> None:
         now = q.now_s
-        ids = tuple(d.requests)
-        b, w, c = len(ids), d.worker, d.cores
-        workers = q.workers
-        latency = q.latency
-        # check_dispatch's tests, inline; it is called to raise with the reason.
-        if not (
-            0 <= w < len(workers)
-            and workers[w].idle
-            and 1 <= c <= q.free_cores
-            and 1 <= b <= latency.max_batch
-        ):
-            q.check_dispatch(w, c, b)
-        worker = workers[w]
-        q.take(ids)
+        ids = d.requests
+        w, c = d.worker, d.cores
+        q.start_batch(ids, w, c, now)
+        b = len(ids)
         if self.frontend is None:
             done = now + self.samplers[m].sample(b, c)
         else:
             done = now + self.samplers[m].sample(b, c) * self._stretch(now)
-        worker.idle = False
-        worker.busy_until_s = now + latency.service_s[c][b]
-        worker.running_cores = c
-        q.free_cores -= c
-        q.idle_workers -= 1
         if self.node_free is not None:
             self.node_free -= c
             self.held[m] += c
@@ -483,22 +441,17 @@ class _Run:
             batch_of = self.batch_of
             for r in ids:
                 batch_of[r] = bid
-        self.running[m][w] = (ids, now)
         self.seq = seq = self.seq + 1
         heappush(self.heap, (done, _COMPLETE, seq, m, w))
 
     def _reject(self, q: ModelQueue, d: Reject) -> None:
-        ids = tuple(d.requests)
-        if not ids:
-            raise PolicyContractError(f"{q.model}: a Reject naming no request")
-        q.take(ids)
-        self._record_rejection(ids, q.now_s, str(d.reason) or "rejected")
+        self._record_rejection(q.reject(d), q.now_s, str(d.reason) or "rejected")
 
     def _refuse(self, i: int, now: float, reason: str) -> None:
         """Request ``i`` shed at admission: never queued, rejected as it arrives."""
         self._record_rejection((i,), now, reason)
 
-    def _record_rejection(self, ids: tuple[int, ...], now: float, reason: str) -> None:
+    def _record_rejection(self, ids: Sequence[int], now: float, reason: str) -> None:
         code = len(self.reasons)
         self.reasons.append(reason)
         self.reason_s.append(now)
