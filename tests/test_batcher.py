@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import looptime
 import numpy as np
 import pytest
 
 from qosbatch.latency import AmdahlModel
+from qosbatch.policies.base import Dispatch
 from qosbatch.policies.dynamic import DynamicPolicy
 from qosbatch.policies.slo import SloPolicy
 from qosbatch.serve.batcher import Batcher
@@ -62,12 +64,22 @@ def make(policy, max_queue=100, workers=1, cores=1, clock=None):
 
 
 def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 10))
+    """Run a scenario in virtual time (looptime): the clock jumps when every task waits.
+
+    The batcher reads the loop's clock, so its timers, the policies' waits and the
+    deadlines all live in that virtual time: nothing here sleeps for real, and a
+    scenario's timing is the same on a loaded machine as on an idle one.
+    """
+    loop = looptime.new_event_loop(start=0.0)
+    try:
+        return loop.run_until_complete(asyncio.wait_for(coro, 10))
+    finally:
+        loop.close()
 
 
-async def settle():
-    for _ in range(5):
-        await asyncio.sleep(0)
+async def settle(seconds: float = 0.0001):
+    """Let everything due within ``seconds`` of virtual time run (0.1 ms: what is ready)."""
+    await asyncio.sleep(seconds)
 
 
 def test_requests_are_stacked_into_one_batch_and_split_back():
@@ -145,7 +157,13 @@ def test_a_dead_worker_fails_its_batch_and_is_restarted():
     run(scenario())
 
 
-def test_a_policy_that_raises_fails_its_requests_not_the_server():
+def faults(b) -> float:
+    return b.telemetry.registry.get_sample_value(
+        "qosbatch_policy_faults_total", {"model": "m", "policy": "broken"}
+    )
+
+
+def test_a_policy_that_raises_is_replaced_by_the_fallback_and_nothing_is_lost():
     class Broken(DynamicPolicy):
         name = "broken"
 
@@ -153,10 +171,48 @@ def test_a_policy_that_raises_fails_its_requests_not_the_server():
             raise ZeroDivisionError("oops")
 
     async def scenario():
-        b, _ = make(Broken())
+        b, (w,) = make(Broken())
         await b.start()
-        answer = await b.submit(np.zeros((1, 2), np.float32), 1.0)
-        assert answer.status == 500 and "policy broken failed: oops" in answer.reason
+        future = b.submit(np.zeros((1, 2), np.float32), 1.0)
+        await settle(0.01)  # (dynamic's default delay is 5 ms)
+        assert b.policy.name == "dynamic" and faults(b) == 1
+        assert len(w.batches) == 1  # the fallback ran it: it named no request, none failed
+        w.finish()
+        assert (await future).status == 200
+        await b.stop()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("named", ["twice", "not waiting"])
+def test_a_broken_dispatch_fails_the_requests_it_named_and_strands_none(named):
+    """The hang the contract check used to cause: ids half taken, never answered."""
+
+    class Broken(DynamicPolicy):
+        name = "broken"
+
+        def decide(self, view):
+            if len(view) < 3:
+                return []
+            first, second = view.fifo(2)
+            ids = [first, second, first] if named == "twice" else [first, second, 10_000]
+            return [Dispatch(ids, 0, 1)]
+
+    async def scenario():
+        b, (w,) = make(Broken())
+        await b.start()
+        futures = [b.submit(np.full((1, 2), i, np.float32), 1.0) for i in range(3)]
+        await settle(0.01)
+        assert faults(b) == 1 and b.policy.name == "dynamic"
+        first, second = futures[0].result(), futures[1].result()
+        for answer in (first, second):
+            assert answer.status == 500 and "policy broken failed" in answer.reason
+            assert "not waiting" in answer.reason
+        assert len(w.batches) == 1  # the third, untouched, runs under the fallback
+        w.finish()
+        third = await futures[2]
+        assert third.status == 200 and third.output[0, 0] == 4.0
+        assert not b._waiting and not len(b.queue)
         await b.stop()
 
     run(scenario())

@@ -10,7 +10,9 @@ policy's ``Wait`` or the next arrival or completion, whichever comes first: an
 Every request submitted ends in exactly one ``Answer``: a result (on time or
 late), a rejection with a reason (shed by the policy, a full queue, shutdown),
 or an error with a reason (the model raised, its worker died). A policy that
-breaks its contract fails the requests it held with an error, not the server.
+raises or breaks its contract fails only the requests its faulty decision named
+(500, with the cause), never the server: the model goes on under ``dynamic``, the
+fallback, and ``qosbatch_policy_faults_total`` counts the fault.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import numpy as np
 
 from qosbatch.engine.queue import ModelQueue, apply_decisions, split_evenly
 from qosbatch.latency.table import LatencyTable
-from qosbatch.policies.base import CompletedBatch, Dispatch, Policy, Reject
+from qosbatch.policies.base import Decision, Dispatch, Policy, Reject
+from qosbatch.policies.dynamic import DynamicPolicy
 from qosbatch.serve.core_pool import CorePool
 from qosbatch.serve.telemetry import Telemetry
 from qosbatch.serve.worker import BatchOutput, WorkerHandle
@@ -95,6 +98,7 @@ class Batcher:
         self._dead: set[int] = set()
         self._wake = asyncio.Event()
         self.pool.listen(self._wake.set)
+        self._applying: Decision | None = None  # the decision being applied, for a fault
         self._task: asyncio.Task[None] | None = None
         self._restarts: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -211,41 +215,35 @@ class Batcher:
         q.now_s = now
         q.draining = self.draining
         self._sync_free_cores()
+        policy = self.policy
         try:
-            decisions = self.policy.decide(q)
+            decisions = policy.decide(q)
             if decisions.__class__ is list and not decisions:
                 return math.inf
             return apply_decisions(
                 q,
                 decisions,
                 now,
-                self.policy.decide,
+                policy.decide,
                 partial(self._dispatch, now=now),
                 self._reject,
-                bool(getattr(self.policy, "idle_only", False)),
+                bool(getattr(policy, "idle_only", False)),
             )
         except Exception as exc:  # a broken policy fails its requests, not the server
-            log.exception("%s: the policy failed", self.model)
-            self._fail_all(500, "error", f"policy {self.policy.name} failed: {exc}")
-            return math.inf
+            self._policy_fault(exc)
+            return now  # decide again at once, with the fallback
         finally:
+            self._applying = None
             self.series.queue_depth.set(len(q))
 
     def _dispatch(self, d: Dispatch, now: float) -> None:
+        self._applying = d
         q = self.queue
-        ids = list(d.requests)
-        q.check_dispatch(d.worker, d.cores, len(ids))
-        if d.worker in self._dead:
-            raise RuntimeError(f"worker {d.worker} is restarting")  # (it is never idle then)
-        q.take(ids)
+        ids = d.requests
+        q.start_batch(ids, d.worker, d.cores, now)  # (checks the contract before any change)
+        self._applying = None
         members = [self._waiting.pop(rid) for rid in ids]
         cpus = self.pool.take((self.model, d.worker), d.cores)
-        worker = q.workers[d.worker]
-        worker.idle = False
-        worker.busy_until_s = now + q.latency.s(len(ids), d.cores)
-        worker.running_cores = d.cores
-        q.free_cores -= d.cores
-        q.idle_workers -= 1
         self.series.batch_size.observe(len(ids))
         self.series.worker_cores[d.worker].set(d.cores)
         try:
@@ -253,36 +251,25 @@ class Batcher:
         except Exception as exc:  # (the segment could not grow, the pipe broke): fail the batch
             future = asyncio.get_running_loop().create_future()
             future.set_exception(exc)
-        future.add_done_callback(partial(self._completed, d.worker, ids, members, now))
+        future.add_done_callback(partial(self._completed, d.worker, members))
 
     def _reject(self, d: Reject) -> None:
-        ids = list(d.requests)
-        if not ids:
-            raise ValueError("a Reject naming no request")
-        self.queue.take(ids)
+        self._applying = d
+        ids = self.queue.reject(d)
+        self._applying = None
         for rid in ids:
             self._finish(rid, Answer(429, "rejected", reason=str(d.reason) or "rejected"))
 
     def _completed(
-        self,
-        w: int,
-        ids: list[int],
-        members: list[_Waiting],
-        dispatch_s: float,
-        future: asyncio.Future[BatchOutput],
+        self, w: int, members: list[_Waiting], future: asyncio.Future[BatchOutput]
     ) -> None:
         now = self.now()
         q = self.queue
-        worker = q.workers[w]
-        cores = worker.running_cores
-        self.series.core_seconds.inc(cores * (now - dispatch_s))
-        worker.running_cores = 0
-        worker.busy_until_s = now
+        # A dead worker turns idle when it is back (_restart), not now.
+        done = q.finish_batch(w, now, back=w not in self._dead)
+        self.series.core_seconds.inc(done.cores * (now - done.dispatch_s))
         self.pool.give((self.model, w))  # (wakes this batcher and any sharing the pool)
         self._sync_free_cores()
-        if w not in self._dead:  # a dead worker turns idle when it is back
-            worker.idle = True
-            q.idle_workers += 1
         self.series.worker_cores[w].set(q.workers[w].cores)
         error = future.exception() if not future.cancelled() else RuntimeError("cancelled")
         if error is not None:
@@ -290,24 +277,49 @@ class Batcher:
                 self._answer(m.future, Answer(500, "error", reason=str(error)), m.arrival_s, now)
         else:
             output = future.result().output
-            late = 0
             offset = 0
             for m in members:
                 k = m.tensor.shape[0]
-                on_time = now <= m.deadline_s
-                late += not on_time
                 answer = Answer(
                     200,
-                    "on_time" if on_time else "late",
+                    "on_time" if now <= m.deadline_s else "late",
                     output[offset : offset + k],
-                    queued_s=dispatch_s - m.arrival_s,
+                    queued_s=done.dispatch_s - m.arrival_s,
                     latency_s=now - m.arrival_s,
                     batch_size=len(members),
                 )
                 self._answer(m.future, answer, m.arrival_s, now)
                 offset += k
-            q.now_s = now
-            self.policy.observe(CompletedBatch(self.model, w, cores, ids, dispatch_s, now, late))
+            try:
+                self.policy.observe(done)
+            except Exception as exc:
+                self._policy_fault(exc)
+        self._wake.set()
+
+    def _policy_fault(self, exc: Exception) -> None:
+        """The policy raised or broke its contract: answer what it named, then fall back.
+
+        The requests the faulty decision named (still waiting: the queue's checks run
+        before any change) are answered 500 with the cause; the rest wait on, served by
+        ``dynamic`` from now on, so that one bad policy never strands a request or stops
+        the model.
+        """
+        policy = self.policy
+        log.error("%s: policy %s failed; falling back to dynamic", self.model, policy.name)
+        log.debug("the policy's fault", exc_info=exc)
+        self.series.policy_faults.labels(self.model, policy.name).inc()
+        reason = f"policy {policy.name} failed: {exc}"
+        d = self._applying
+        self._applying = None
+        q = self.queue
+        waiting = self._waiting  # (requests the decision named that are still queued)
+        named = [] if d is None else [r for r in dict.fromkeys(d.requests) if r in waiting]
+        if named:
+            q.take(named)
+            for rid in named:
+                self._finish(rid, Answer(500, "error", reason=reason))
+        self.policy = DynamicPolicy()
+        self._admit = None
         self._wake.set()
 
     # ---- faults ---------------------------------------------------------------------
@@ -366,8 +378,9 @@ class Batcher:
 
     def _fail_all(self, status: int, outcome: str, reason: str) -> None:
         q = self.queue
-        for rid in q.fifo(len(q)):
-            q.take([rid])
+        ids = q.fifo(len(q))
+        q.take(ids)
+        for rid in ids:
             self._finish(rid, Answer(status, outcome, reason=reason))
 
     def _answer(

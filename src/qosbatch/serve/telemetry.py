@@ -40,6 +40,7 @@ class ModelSeries:
     worker_cores: list[Any]  # per worker
     restarts: Any
     core_seconds: Any
+    policy_faults: Any
 
 
 class Telemetry:
@@ -102,6 +103,13 @@ class Telemetry:
             "qosbatch_worker_restarts", "Worker processes restarted after dying.", ["model"],
             registry=r,
         )  # fmt: skip
+        self.policy_faults = Counter(
+            "qosbatch_policy_faults",
+            "Times the model's policy raised or broke its contract; the model then runs the "
+            "fallback policy (dynamic).",
+            ["model", "policy"],
+            registry=r,
+        )
 
     def add_model(self, model: str, policy: str, knobs: dict[str, object]) -> None:
         for outcome in LIVE_OUTCOMES:  # every series exists from the start, at 0
@@ -120,6 +128,7 @@ class Telemetry:
             [self.worker_cores.labels(model, str(i)) for i in range(workers)],
             self.worker_restarts.labels(model),
             self.core_seconds.labels(model),
+            self.policy_faults,
         )
 
     def render(self) -> bytes:
