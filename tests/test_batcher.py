@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import looptime
 import numpy as np
@@ -320,3 +321,43 @@ def test_models_sharing_a_core_pool_wait_for_each_others_cores_and_lose_nothing(
         await b.stop()
 
     run(scenario())
+
+
+def test_records_hold_every_answer_and_replay_as_the_trace_the_server_met(tmp_path):
+    from qosbatch.serve.records import RecordWriter
+    from qosbatch.workloads.trace import read_trace
+
+    async def scenario():
+        writer = RecordWriter(tmp_path / "records.jsonl", origin_s=0.0)
+        b, (w,) = make(SloPolicy())
+        b.records = writer
+        await b.start()
+        x = np.zeros((1, 2), np.float32)
+        served = b.submit(x, budget_s=0.5, priority=2)
+        await settle(0.001)
+        shed = b.submit(x, budget_s=0.002)  # 10 ms alone: hopeless
+        later = b.submit(x, budget_s=1.0)
+        await settle(0.001)
+        w.finish()
+        await settle(0.05)
+        for i in range(len(w.batches)):
+            if not w.batches[i][2].done():
+                w.finish(i)
+        answers = await asyncio.gather(served, shed, later)
+        await b.stop()
+        writer.close()
+        return answers
+
+    answers = run(scenario())
+    assert [a.status for a in answers] == [200, 429, 200]
+    lines = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert len(lines) == 3  # every answer, in the order answered
+    by_budget = {line["slo_ms"]: line for line in lines}
+    first = by_budget[500.0]
+    assert first["outcome"] == "on_time" and first["batch_size"] == 1 and first["cores"] == 1
+    assert first["priority"] == 2 and first["worker"] == 0
+    assert first["time_s"] <= first["dispatch_s"] <= first["completion_s"]
+    assert by_budget[2.0]["outcome"] == "rejected" and "cannot be met" in by_budget[2.0]["reason"]
+    trace = read_trace(tmp_path / "records.jsonl")
+    assert len(trace) == 3 and list(trace.slo_ms) == [500.0, 2.0, 1000.0]  # in arrival order
+    assert list(trace.priority) == [2, 0, 0] and np.all(np.diff(trace.time_s) >= 0)

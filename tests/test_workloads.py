@@ -318,3 +318,18 @@ def test_unreadable_traces(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00\x01garbage")
     with pytest.raises(UserError, match="not a text"):
         read_trace(binary)
+
+
+def test_a_jsonl_trace_with_a_bad_line_names_it(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"time_s": 0.5, "model": "m", "slo_ms": 100}\n{"time_s": 0.1, "model": "m"}\n')
+    with pytest.raises(UserError, match=r"r.jsonl:2: record lacks slo_ms"):
+        read_trace(path)
+    path.write_text('{"time_s": 0.5, "model": "m", "slo_ms": 100}\nnot json\n')
+    with pytest.raises(UserError, match=r"r.jsonl:2: not a JSON object"):
+        read_trace(path)
+    path.write_text(
+        '{"time_s": 0.5, "model": "m", "slo_ms": -1}\n{"time_s": 0.1, "model": "m", "slo_ms": 5}\n'
+    )
+    with pytest.raises(UserError, match=r"r.jsonl:1: slo_ms must be > 0"):
+        read_trace(path)

@@ -33,6 +33,7 @@ from qosbatch.latency.table import LatencyTable
 from qosbatch.policies.base import Decision, Dispatch, Policy, Reject
 from qosbatch.policies.dynamic import DynamicPolicy
 from qosbatch.serve.core_pool import CorePool
+from qosbatch.serve.records import RecordWriter
 from qosbatch.serve.telemetry import Telemetry
 from qosbatch.serve.worker import BatchOutput, WorkerHandle
 
@@ -60,6 +61,7 @@ class _Waiting:
     future: asyncio.Future[Answer]
     arrival_s: float
     deadline_s: float
+    priority: int = 0
 
 
 class Batcher:
@@ -77,6 +79,7 @@ class Batcher:
         max_queue: int = 10_000,
         clock: Callable[[], float] | None = None,
         pool: CorePool | None = None,
+        records: RecordWriter | None = None,
     ) -> None:
         if not workers or len(workers) > len(cpus):
             raise ValueError(f"{model}: needs 1 to {len(cpus)} workers, got {len(workers)}")
@@ -92,6 +95,7 @@ class Batcher:
             raise ValueError(f"{model}: CPUs {cpus} are not all in the pool {self.pool.cpus}")
         self.queue = ModelQueue(model, nominal, len(cpus), latency)
         self._clock = clock
+        self.records = records  # one line per answered request (None: not kept)
         self._admit: Callable[[ModelQueue, float, int], str] | None = getattr(policy, "admit", None)
         self._ids = itertools.count()
         self._waiting: dict[int, _Waiting] = {}
@@ -153,19 +157,18 @@ class Batcher:
     ) -> asyncio.Future[Answer]:
         """Queue one request; the future ends with its Answer, whatever happens."""
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        now = self.now()
+        member = _Waiting(tensor, future, now, now + budget_s, priority)
         if self.draining or self._closed:
-            self._answer(future, Answer(503, "rejected", reason="the server is shutting down"))
+            self._answer(member, Answer(503, "rejected", reason="the server is shutting down"), now)
         elif self.broken:
-            self._answer(future, Answer(503, "rejected", reason=self.broken))
+            self._answer(member, Answer(503, "rejected", reason=self.broken), now)
         elif len(self.queue) >= self.max_queue:
-            self._answer(
-                future,
-                Answer(503, "rejected", reason=f"queue full: {len(self.queue)} requests waiting"),
-            )
+            reason = f"queue full: {len(self.queue)} requests waiting"
+            self._answer(member, Answer(503, "rejected", reason=reason), now)
         else:
-            now = self.now()
             rid = next(self._ids)
-            self._waiting[rid] = _Waiting(tensor, future, now, now + budget_s)
+            self._waiting[rid] = member
             self.queue.push(rid, now, now + budget_s, priority)
             self.series.queue_depth.set(len(self.queue))
             self._wake.set()
@@ -191,6 +194,10 @@ class Batcher:
             return ""
         if reason:
             self.series.outcome["rejected"].inc()
+            if self.records is not None:
+                self.records.write(
+                    self.model, now, budget_s, priority, "rejected", 429, now, reason
+                )
         return reason
 
     # ---- the loop -------------------------------------------------------------------
@@ -274,7 +281,7 @@ class Batcher:
         error = future.exception() if not future.cancelled() else RuntimeError("cancelled")
         if error is not None:
             for m in members:
-                self._answer(m.future, Answer(500, "error", reason=str(error)), m.arrival_s, now)
+                self._answer(m, Answer(500, "error", reason=str(error)), now, done.cores, w)
         else:
             output = future.result().output
             offset = 0
@@ -288,7 +295,7 @@ class Batcher:
                     latency_s=now - m.arrival_s,
                     batch_size=len(members),
                 )
-                self._answer(m.future, answer, m.arrival_s, now)
+                self._answer(m, answer, now, done.cores, w)
                 offset += k
             try:
                 self.policy.observe(done)
@@ -373,8 +380,7 @@ class Batcher:
     # ---- answers --------------------------------------------------------------------
 
     def _finish(self, rid: int, answer: Answer) -> None:
-        m = self._waiting.pop(rid)
-        self._answer(m.future, answer, m.arrival_s, self.now())
+        self._answer(self._waiting.pop(rid), answer, self.now())
 
     def _fail_all(self, status: int, outcome: str, reason: str) -> None:
         q = self.queue
@@ -384,14 +390,26 @@ class Batcher:
             self._finish(rid, Answer(status, outcome, reason=reason))
 
     def _answer(
-        self,
-        future: asyncio.Future[Answer],
-        answer: Answer,
-        arrival_s: float | None = None,
-        now: float | None = None,
+        self, m: _Waiting, answer: Answer, now: float, cores: int = 0, worker: int = -1
     ) -> None:
         self.series.outcome[answer.outcome].inc()
-        if answer.status == 200 and arrival_s is not None and now is not None:
-            self.series.latency.observe(now - arrival_s)
-        if not future.done():  # (a client that hung up cancelled it)
-            future.set_result(answer)
+        if answer.status == 200:
+            self.series.latency.observe(now - m.arrival_s)
+        if self.records is not None:
+            ran = answer.batch_size > 0 or cores > 0
+            self.records.write(
+                self.model,
+                m.arrival_s,
+                m.deadline_s - m.arrival_s,
+                m.priority,
+                answer.outcome,
+                answer.status,
+                now,
+                answer.reason,
+                m.arrival_s + answer.queued_s if answer.batch_size else math.nan,
+                answer.batch_size,
+                cores if ran else 0,
+                worker if ran else -1,
+            )
+        if not m.future.done():  # (a client that hung up cancelled it)
+            m.future.set_result(answer)

@@ -35,6 +35,7 @@ from qosbatch.policies.registry import PolicySpec
 from qosbatch.serve.batcher import Batcher
 from qosbatch.serve.core_pool import CorePool
 from qosbatch.serve.protocol import TensorSpec, datatype_of
+from qosbatch.serve.records import RecordWriter
 from qosbatch.serve.telemetry import Telemetry
 from qosbatch.serve.worker import CALIBRATION_BATCHES, WorkerFailed, WorkerHandle, WorkerSpec
 
@@ -79,6 +80,7 @@ class ServerConfig:
     seed: int = 0
     share_cores: bool = False  # one pool of CPUs for all models' batches (see core_pool)
     max_in_flight: int = 1024  # infer requests being read or waiting at once, before 503
+    records: str | None = None  # a JSONL file: one line per answered request (serve.records)
 
 
 @dataclass
@@ -105,6 +107,7 @@ class Server:
     # One factory per policy spec, as in a simulation: a policy that schedules all its
     # models together (rl) hands each the same object.
     factories: dict[str, PolicyFactory] = field(default_factory=dict)
+    records: RecordWriter | None = None
     drain_requested: bool = False
     draining: bool = False
     started: bool = False
@@ -115,6 +118,9 @@ class Server:
         if len(set(names)) != len(names):
             raise UserError(f"a model is served twice: {', '.join(names)}")
         seeds = np.random.SeedSequence(self.config.seed).spawn(len(self.config.models))
+        if self.config.records is not None:
+            origin = asyncio.get_running_loop().time()
+            self.records = RecordWriter(self.config.records, origin)
         if self.config.share_cores:
             node = sorted({c for m in self.config.models for c in m.cpus})
             self.pool = CorePool(tuple(node))
@@ -161,6 +167,7 @@ class Server:
             self.telemetry,
             max_queue=self.config.max_queue,
             pool=self.pool,
+            records=self.records,
         )
         await batcher.start()
         inp = TensorSpec("input", datatype_of(np.dtype(io.input_dtype)), io.input_shape)
@@ -187,6 +194,9 @@ class Server:
 
     async def stop(self) -> None:
         await asyncio.gather(*(m.batcher.stop() for m in self.models.values()))
+        if self.records is not None:
+            self.records.close()  # (after the batchers: their last answers are recorded)
+            log.info("wrote %d request records to %s", self.records.written, self.records.path)
 
 
 async def calibrate(handle: WorkerHandle, cpus: tuple[int, ...], max_batch: int) -> LatencyTable:

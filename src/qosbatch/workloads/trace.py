@@ -16,6 +16,7 @@ are the only I/O in the workloads package.
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -92,6 +93,8 @@ def read_trace(path: str | Path, known_models: Collection[str] | None = None) ->
     With ``known_models``, a row for any other model is such an error too.
     """
     path = Path(path)
+    if path.suffix == ".jsonl":
+        return _read_records(path, known_models)
     try:
         f = path.open(newline="")
     except FileNotFoundError:
@@ -166,6 +169,62 @@ def _parse(reader: Any, path: Path, known: Collection[str] | None) -> Trace:
         np.array(slos),
         np.array(prios, dtype=np.int64) if ip is not None else None,
     )
+
+
+def _read_records(path: Path, known: Collection[str] | None) -> Trace:
+    """A server's records (``serve --records FILE.jsonl``) as the trace it met.
+
+    One JSON object per line with at least time_s, model and slo_ms (priority if
+    there), in the order answered: sorted here by arrival, ties kept in file order.
+    The rows are checked by the CSV reader's rules, so an error names ``path:line``.
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"trace not found: {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"trace is a directory, not a file: {path}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"trace {path} is not a text (UTF-8) JSONL file") from None
+    rows: list[tuple[float, int, list[str]]] = []
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{line_no}: not a JSON object: {exc.msg}") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path}:{line_no}: not a JSON object")
+        missing = [c for c in REQUIRED_COLUMNS if c not in record]
+        if missing:
+            raise UserError(f"{path}:{line_no}: record lacks {', '.join(missing)}")
+        row = [str(record[c]) for c in (*REQUIRED_COLUMNS, "priority") if c in record]
+        t = record["time_s"]
+        rows.append((t if isinstance(t, int | float) else math.nan, line_no, row))
+    rows.sort(key=lambda r: (r[0], r[1]))  # (nan sorts anywhere: _parse names its line)
+    header = [*REQUIRED_COLUMNS, "priority"] if all(len(r[2]) == 4 for r in rows) else None
+    table = [header or list(REQUIRED_COLUMNS)] + [
+        r[2][: len(header or REQUIRED_COLUMNS)] for r in rows
+    ]
+    return _parse(_Rows(table, [0] + [r[1] for r in rows]), path, known)
+
+
+class _Rows:
+    """Rows with a csv.reader's ``line_num``, so that _parse's errors name the JSONL line."""
+
+    def __init__(self, rows: list[list[str]], lines: list[int]) -> None:
+        self._rows = iter(rows)
+        self._lines = iter(lines)
+        self.line_num = 0
+
+    def __iter__(self) -> _Rows:
+        return self
+
+    def __next__(self) -> list[str]:
+        row = next(self._rows)
+        self.line_num = next(self._lines)
+        return row
 
 
 def _number(text: str, column: str, where: str) -> float:
