@@ -15,38 +15,9 @@ from qosbatch.policies.dynamic import DynamicPolicy
 from qosbatch.policies.slo import SloPolicy
 from qosbatch.serve.batcher import Batcher
 from qosbatch.serve.telemetry import Telemetry
-from qosbatch.serve.worker import BatchOutput, WorkerDied
-from qosbatch.testing import synthetic_table
+from qosbatch.testing import FakeWorker, synthetic_table
 
 LAW = AmdahlModel(alpha=0.004, beta=0.0, gamma=0.0, delta=0.006)  # s(b) = 4b + 6 ms
-
-
-class FakeWorker:
-    """Runs nothing: the test finishes each batch by hand (or lets it die)."""
-
-    def __init__(self) -> None:
-        self.io = object()
-        self.label = "fake worker"
-        self.pid = 1
-        self.on_exit = None
-        self.batches: list[tuple[np.ndarray, tuple[int, ...], asyncio.Future]] = []
-        self.starts = 0
-
-    async def start(self) -> object:
-        self.starts += 1
-        return self.io
-
-    def run(self, parts: list[np.ndarray], cpus: tuple[int, ...]) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
-        self.batches.append((np.concatenate(parts), cpus, future))
-        return future
-
-    def finish(self, i: int = -1) -> None:
-        batch, _, future = self.batches[i]
-        future.set_result(BatchOutput(batch * 2, 0.001))
-
-    async def stop(self) -> None:
-        pass
 
 
 def make(policy, max_queue=100, workers=1, cores=1, clock=None):
@@ -142,13 +113,11 @@ def test_a_dead_worker_fails_its_batch_and_is_restarted():
         x = np.zeros((1, 2), np.float32)
         futures = [b.submit(x, 1.0) for _ in range(2)]
         await settle()
-        _, _, running = w.batches[0]
-        b._worker_died(0, w, "killed by signal 9 (SIGKILL)")  # as the handle reports it
-        running.set_exception(WorkerDied("fake worker (pid 1) died mid-batch: SIGKILL"))
+        w.die(0, "died mid-batch: SIGKILL")
         answers = await asyncio.gather(*futures)
         assert all(a.status == 500 and "died mid-batch" in a.reason for a in answers)
         await settle()
-        assert w.starts == 1  # restarted (it came already started)
+        assert w.starts == 2  # started, then restarted
         after = b.submit(x, 1.0)
         await settle()
         w.finish()

@@ -12,16 +12,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -217,3 +219,79 @@ def running_server(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+class FakeWorker:
+    """A worker with no model, for tests of the batcher or the whole server.
+
+    Implements ``qosbatch.serve.worker_protocol.Worker``. Each batch's output is its
+    input times two. With ``latency`` (a LatencyTable), a batch ends by itself after
+    ``s(b, c)`` on the event loop's clock (virtual under looptime, so a test runs in
+    no real time); without, it waits until the test calls ``finish(i)`` or ``die()``.
+    Built as the server builds workers: ``Server(config, worker_kind=FakeWorker)``, or
+    ``partial(FakeWorker, latency=table)``.
+    """
+
+    def __init__(
+        self,
+        spec: object = None,
+        cpus: tuple[int, ...] = (0,),
+        label: str = "fake worker",
+        *,
+        latency: LatencyTable | None = None,
+        shape: tuple[int, ...] = (2,),
+    ) -> None:
+        from qosbatch.serve.worker import ModelIO
+
+        self.spec = spec
+        self.cpus = cpus
+        self.label = label
+        self.latency = latency
+        self.pid: int | None = os.getpid()
+        self.on_exit: Callable[[Any, str], None] | None = None
+        self.io: ModelIO | None = None
+        self._io = ModelIO("float32", shape, "float32", shape)
+        self.batches: list[tuple[np.ndarray, tuple[int, ...], asyncio.Future[Any]]] = []
+        self.starts = 0
+
+    async def start(self) -> Any:
+        self.starts += 1
+        self.io = self._io
+        return self.io
+
+    def run(self, parts: Sequence[np.ndarray], cpus: tuple[int, ...]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self.batches.append((np.concatenate(parts), cpus, future))
+        if self.latency is not None:
+            seconds = self.latency.s(len(self.batches[-1][0]), len(cpus))
+            loop.call_later(seconds, self.finish, len(self.batches) - 1)
+        return future
+
+    def finish(self, i: int = -1) -> None:
+        """Batch ``i`` ends now with its output (input x 2)."""
+        from qosbatch.serve.worker import BatchOutput
+
+        batch, _, future = self.batches[i]
+        if not future.done():
+            future.set_result(BatchOutput(batch * 2, 0.001))
+
+    def die(self, i: int = -1, cause: str = "killed by signal 9 (SIGKILL)") -> None:
+        """The worker dies holding batch ``i``: the batch fails, the batcher restarts it."""
+        from qosbatch.serve.worker import WorkerDied
+
+        _, _, future = self.batches[i]
+        self.io = None
+        if not future.done():
+            future.set_exception(WorkerDied(f"{self.label} {cause}"))
+        if self.on_exit is not None:
+            self.on_exit(self, cause)
+
+    async def calibrate(self, cpus: tuple[int, ...], batches: tuple[int, ...]) -> list[float]:
+        table = self.latency or synthetic_table(max_cores=len(cpus))
+        return [table.s(b, len(cpus)) for b in batches]
+
+    async def stop(self) -> None:
+        for _, _, future in self.batches:
+            if not future.done():
+                future.cancel()

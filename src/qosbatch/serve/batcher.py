@@ -35,7 +35,8 @@ from qosbatch.policies.dynamic import DynamicPolicy
 from qosbatch.serve.core_pool import CorePool
 from qosbatch.serve.records import RecordWriter
 from qosbatch.serve.telemetry import Telemetry
-from qosbatch.serve.worker import BatchOutput, WorkerHandle
+from qosbatch.serve.worker import BatchOutput
+from qosbatch.serve.worker_protocol import Worker
 
 log = logging.getLogger("qosbatch.serve")
 
@@ -72,7 +73,7 @@ class Batcher:
         model: str,
         policy: Policy,
         latency: LatencyTable,
-        workers: list[WorkerHandle],
+        workers: list[Worker],
         cpus: tuple[int, ...],
         telemetry: Telemetry,
         *,
@@ -331,7 +332,7 @@ class Batcher:
 
     # ---- faults ---------------------------------------------------------------------
 
-    def _worker_died(self, w: int, handle: WorkerHandle, cause: str) -> None:
+    def _worker_died(self, w: int, handle: Worker, cause: str) -> None:
         if self._closed:
             return
         log.warning("%s: %s %s; restarting it", self.model, handle.label, cause)
@@ -345,7 +346,7 @@ class Batcher:
         self._restarts.add(task)
         task.add_done_callback(self._restarts.discard)
 
-    async def _restart(self, w: int, handle: WorkerHandle) -> None:
+    async def _restart(self, w: int, handle: Worker) -> None:
         for attempt in range(1, RESTART_ATTEMPTS + 1):
             try:
                 await handle.start()

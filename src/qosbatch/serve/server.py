@@ -38,6 +38,7 @@ from qosbatch.serve.protocol import TensorSpec, datatype_of
 from qosbatch.serve.records import RecordWriter
 from qosbatch.serve.telemetry import Telemetry
 from qosbatch.serve.worker import CALIBRATION_BATCHES, WorkerFailed, WorkerHandle, WorkerSpec
+from qosbatch.serve.worker_protocol import Worker, WorkerFactory
 
 log = logging.getLogger("qosbatch.serve")
 
@@ -100,8 +101,9 @@ class ServedModel:
 class Server:
     config: ServerConfig
     telemetry: Telemetry = field(default_factory=Telemetry)
-    # Worker processes by default; InProcessWorker where a host (Ray) places processes.
-    worker_kind: type = WorkerHandle
+    # Worker processes by default; InProcessWorker where a host (Ray) places processes;
+    # qosbatch.testing.FakeWorker to test the server with no model.
+    worker_kind: WorkerFactory = WorkerHandle
     models: dict[str, ServedModel] = field(default_factory=dict)
     pool: CorePool | None = None  # the node's CPUs, when the models share them
     # One factory per policy spec, as in a simulation: a policy that schedules all its
@@ -199,7 +201,7 @@ class Server:
             log.info("wrote %d request records to %s", self.records.written, self.records.path)
 
 
-async def calibrate(handle: WorkerHandle, cpus: tuple[int, ...], max_batch: int) -> LatencyTable:
+async def calibrate(handle: Worker, cpus: tuple[int, ...], max_batch: int) -> LatencyTable:
     """A first latency table from a few timed batches on 1 .. all the model's cores."""
     counts = sorted({1, len(cpus), *(c for c in (2, 4, 8, 16, 32) if c < len(cpus))})
     b_, c_, s_ = [], [], []
