@@ -440,3 +440,35 @@ def test_a_worker_changes_its_cores_in_place_without_restarting():
     seen = asyncio.run(scenario())
     assert [s[1] for s in seen] == [cpus[:1], cpus, cpus[1:]]
     assert len({s[0] for s in seen}) == 1  # the same process throughout
+
+
+def test_records_written_live_replay_in_the_simulator(tmp_path, amdahl_law):
+    """Record in production, replay offline: every answer is a line; simulate reads them."""
+    from qosbatch.core.profile import save_profile
+    from tests.conftest import make_profile, run_cli
+
+    path = tmp_path / "live.jsonl"
+    s = Served("--model", MODEL, "--records", str(path))
+    try:
+        x = np.ones(SHAPE, np.float32)
+        client = s.client()
+        for _ in range(5):
+            client.infer(MODEL, [infer_input(x)], parameters={"slo_ms": 2000})
+        status, _ = s.post(
+            f"/v2/models/{MODEL}/infer",
+            json.dumps({"inputs": [{"name": "input", "shape": list(SHAPE), "datatype": "FP32",
+                                    "data": [0.0] * 3072}],
+                        "parameters": {"slo_ms": 0.001}}).encode(),
+        )  # fmt: skip
+        assert status == 429
+    finally:
+        assert s.stop() == 0
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["outcome"] for r in lines].count("on_time") == 5
+    assert [r["status"] for r in lines].count(429) == 1
+    assert all(r["model"] == MODEL and r["time_s"] >= 0 for r in lines)
+    profile = tmp_path / "p.json"
+    save_profile(make_profile(amdahl_law, name=MODEL), profile)
+    result = run_cli("simulate", "--trace", path, "--profile", profile, "--policy", "slo")
+    assert result.exit_code == 0, result.output
+    assert "6" in result.output  # the six requests the server met

@@ -74,6 +74,13 @@ def serve(
         float, typer.Option(help="Seconds a SIGTERM waits for accepted requests.")
     ] = 30.0,
     seed: Annotated[int, typer.Option(help="Seed of the policies' randomness.")] = 0,
+    records: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write one JSON line per answered request to this file (.jsonl); "
+            "`qosbatch simulate --trace FILE` replays it."
+        ),
+    ] = None,
 ) -> None:
     """Serve models over the Open Inference Protocol (KServe v2, as Triton) with an SLO policy.
 
@@ -105,6 +112,8 @@ def serve(
         raise UserError(f"--max-body-mb must be > 0, got {max_body_mb}")
     if not 0 <= port <= 65535:
         raise UserError(f"--port must be 0 to 65535, got {port}")
+    if records is not None and not records.parent.is_dir():
+        raise UserError(f"--records: no directory {records.parent} to write {records.name} in")
     shape = parse_shape(input_shape) if input_shape else None
     # (model ref, policy spec, SLO in seconds, cores, workers), from the flags or the plan
     wanted: list[tuple[ModelRef, PolicySpec, float, int | None, int]] = []
@@ -178,6 +187,7 @@ def serve(
         seed,
         share_cores,
         max_in_flight,
+        str(records) if records is not None else None,
     )
     logging.basicConfig(level=logging.INFO, format="qosbatch: %(message)s")
     sock = bind(host, port)

@@ -39,7 +39,11 @@ def simulate(
         ),
     ] = [DEFAULT_POLICIES],  # noqa: B006 (typer reads the default, never mutates it)
     trace: Annotated[
-        Path | None, typer.Option(help="Trace CSV to replay (time_s,model,slo_ms).")
+        Path | None,
+        typer.Option(
+            help="Trace to replay: CSV (time_s,model,slo_ms[,priority]) or the JSONL records "
+            "of `qosbatch serve --records`."
+        ),
     ] = None,
     workload: Annotated[
         str | None,
