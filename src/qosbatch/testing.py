@@ -4,7 +4,7 @@
   ``AmdahlModel``, so a test needs no measurement and knows the truth exactly.
 - ``make_request`` and ``make_queue``: a ``QueueView`` with chosen requests and
   workers, to call ``policy.decide`` directly and check its answer.
-- ``VirtualClock``: the clock a driver is given in tests, moved by hand.
+- ``FakeWorker``: a worker with no model, for tests of the batcher or the server.
 - ``poisson_trace``: a one-model Poisson trace in one line.
 - ``running_server``: ``qosbatch serve`` or ``deploy`` as a child process, for benchmarks.
 - ``records_digest``: one short hash of every record of a run, to compare two builds.
@@ -21,7 +21,6 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -105,22 +104,6 @@ def make_queue(
     q.now_s = now_s
     q.draining = draining
     return q
-
-
-@dataclass
-class VirtualClock:
-    """A clock that moves only when told: ``now()`` like time.monotonic, no sleeping."""
-
-    t: float = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-    def advance(self, dt: float) -> float:
-        if dt < 0:
-            raise ValueError(f"a clock cannot go back (dt={dt})")
-        self.t += dt
-        return self.t
 
 
 def records_digest(records: RecordTable) -> str:

@@ -179,15 +179,13 @@ def serve(
         at += 0 if share_cores else n
     config = ServerConfig(
         tuple(configs),
-        host,
-        port,
-        max_queue,
-        int(max_body_mb * (1 << 20)),
-        drain_timeout,
-        seed,
-        share_cores,
-        max_in_flight,
-        str(records) if records is not None else None,
+        max_queue=max_queue,
+        max_body_bytes=int(max_body_mb * (1 << 20)),
+        drain_timeout_s=drain_timeout,
+        seed=seed,
+        share_cores=share_cores,
+        max_in_flight=max_in_flight,
+        records=str(records) if records is not None else None,
     )
     logging.basicConfig(level=logging.INFO, format="qosbatch: %(message)s")
     sock = bind(host, port)
@@ -203,10 +201,12 @@ def serve(
 
     try:  # uvloop (with uvicorn[standard]): about 1.5x the requests/s of asyncio's own loop
         import uvloop
-
-        uvloop.run(run_server(config, sock, ready))
-    except ImportError:
+    except ModuleNotFoundError as exc:  # uvloop's absence only (Windows): plain asyncio
+        if exc.name != "uvloop":
+            raise
         asyncio.run(run_server(config, sock, ready))
+    else:
+        uvloop.run(run_server(config, sock, ready))
 
 
 @app.command()

@@ -115,11 +115,6 @@ class RecordTable:
         cols = {f.name: getattr(self, f.name)[mask] for f in fields(self) if f.name != "models"}
         return RecordTable(models=self.models, **cols)
 
-    def for_model(self, name: str) -> RecordTable:
-        if name not in self.models:
-            return self.where(np.zeros(len(self), dtype=bool))
-        return self.where(self.model == self.models.index(name))
-
     @classmethod
     def from_records(cls, records: Iterable[Record]) -> RecordTable:
         rows = list(records)

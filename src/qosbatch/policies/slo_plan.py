@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from dataclasses import dataclass
 
 _INF = math.inf
 
@@ -70,67 +69,7 @@ def target_batch(row: list[float], workers: int, rate: float, cap: int) -> int:
     return cap
 
 
-@dataclass
-class Pool:
-    """The workers of one model at an instant: who runs until when, on how many cores."""
-
-    now: float
-    running: list[tuple[float, int]]  # (end, cores) of each busy worker
-    idle: int  # idle workers
-    free: int  # free cores
-    max_cores: int
-    nominal: int  # cores a worker uses unless a deadline needs more
-
-    def copy(self) -> Pool:
-        running = list(self.running)
-        return Pool(self.now, running, self.idle, self.free, self.max_cores, self.nominal)
-
-    def start(self, end: float, cores: int) -> None:
-        self.running.append((end, cores))
-        self.idle -= 1
-        self.free -= cores
-
-
-@dataclass
-class Outcome:
-    """What a plan predicts for the requests waiting now."""
-
-    on_time: int
-    makespan: float  # when the last worker is free again
-    total: float  # sum of completion times of the on-time requests
-    first: tuple[int, int, int] | None  # (EDF index, batch, cores) dispatched at once, if any
-
-
 NO_LIMIT = 1 << 62  # plan_lists' max_lost when a plan must run to the end
-
-
-def plan(deadlines: list[float], pool: Pool, safe: list[list[float]], eff: list[int]) -> Outcome:
-    """Greedy EDF: each free worker takes the largest on-time prefix, up to the efficient size.
-
-    The head of the EDF order goes first, on the nominal cores, or on more when its
-    deadline needs them and they are free; if they are not free yet the plan holds
-    the cores for it until they are (rather than letting a looser request take
-    them). A request that cannot finish in time even on every core is lost. Future
-    arrivals are not modelled: the plan answers "what happens to those waiting".
-    ``pool`` is consumed.
-    """
-    running = sorted(pool.running)
-    ends = [e for e, _ in running]
-    held = [c for _, c in running]
-    out = plan_lists(
-        deadlines,
-        pool.now,
-        ends,
-        held,
-        pool.idle,
-        pool.free,
-        pool.max_cores,
-        pool.nominal,
-        safe,
-        eff,
-    )
-    assert out is not None  # (no limit on losses)
-    return Outcome(*out)
 
 
 def plan_lists(
@@ -146,14 +85,23 @@ def plan_lists(
     eff: list[int],
     max_lost: int = NO_LIMIT,
 ) -> tuple[int, float, float, tuple[int, int, int] | None] | None:
-    """``plan`` on a pool given as lists: ``ends`` ascending, ``held`` in step (consumed).
+    """Greedy EDF: each free worker takes the largest on-time prefix, up to the efficient size.
 
-    Returns ``(on_time, makespan, total, first)``, or None as soon as more than
-    ``max_lost`` requests are lost (a lookahead's candidate that can no longer tie the
-    best one). The policy calls this form, where a Pool and an Outcome per plan show.
-    Kept sorted, the soonest end is ``ends[0]``, the makespan ``ends[-1]``, and the
-    batches that end by ``t`` are a prefix (a plan's result never depends on the order
-    of batches ending at the same time).
+    The head of the EDF order goes first, on the ``nominal`` cores, or on more when
+    its deadline needs them and they are free; if they are not free yet the plan holds
+    the cores for it until they are (rather than letting a looser request take them).
+    A request that cannot finish in time even on every core is lost. Future arrivals
+    are not modelled: the plan answers "what happens to those waiting".
+
+    The pool is given as lists (the busy workers' ``ends`` ascending, the cores they
+    ``held`` in step; both consumed), not as objects: one plan per candidate is built
+    on every decision, and a Pool and an Outcome per plan showed. Returns ``(on_time,
+    makespan, total, first)``, ``first`` the (EDF index, batch, cores) dispatched at
+    once if any, or None as soon as more than ``max_lost`` requests are lost (a
+    lookahead's candidate that can no longer tie the best one). Kept sorted, the soonest
+    end is ``ends[0]``, the makespan ``ends[-1]``, and the batches that end by ``t`` are
+    a prefix (a plan's result never depends on the order of batches ending at the same
+    time).
     """
     t = now
     alone = safe[top][1]

@@ -73,8 +73,6 @@ class ModelConfig:
 @dataclass(frozen=True)
 class ServerConfig:
     models: tuple[ModelConfig, ...]
-    host: str = "127.0.0.1"
-    port: int = 8000
     max_queue: int = 10_000  # waiting requests per model before 503
     max_body_bytes: int = 64 << 20
     drain_timeout_s: float = 30.0
