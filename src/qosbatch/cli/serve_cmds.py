@@ -97,9 +97,10 @@ def serve(
     from qosbatch.profiling.pinning import available_cores
     from qosbatch.serve.server import ModelConfig, ServerConfig, bind
     from qosbatch.serve.server import serve as run_server
+    from qosbatch.sim.check import checked
 
     check_backend(backend, device)
-    spec = parse_policy(policy)
+    spec = checked(parse_policy(policy))
     slo_s = duration_ms(slo, "--slo") / 1e3
     for name, value, low in (
         ("--max-batch", max_batch, 1),
@@ -122,7 +123,8 @@ def serve(
             raise UserError("give --model or --plan, not both")
         for a in read_plan_models(plan, node):
             ref = resolve_model(a.model, shape)
-            wanted.append((ref, parse_policy(a.policy), a.slo_ms / 1e3, sum(a.replica_cores),
+            spec_of_plan = checked(parse_policy(a.policy))
+            wanted.append((ref, spec_of_plan, a.slo_ms / 1e3, sum(a.replica_cores),
                            len(a.replica_cores)))  # fmt: skip
     elif model:
         if node is not None:

@@ -35,7 +35,8 @@ def simulate(
     policy: Annotated[
         list[str],
         typer.Option(
-            help="Policy specs, comma-separated or repeated, e.g. slo,dynamic:max_batch_size=16."
+            help="Policy specs, comma-separated or repeated, e.g. slo,dynamic:max_batch_size=16; "
+            "your own as module:Class[:knob=value,...] (checked before use)."
         ),
     ] = [DEFAULT_POLICIES],  # noqa: B006 (typer reads the default, never mutates it)
     trace: Annotated[
@@ -95,6 +96,7 @@ def simulate(
 ) -> None:
     """Simulate policies on a workload: one row per policy (or its capacity with --sweep)."""
     from qosbatch.policies.registry import parse_policy_list
+    from qosbatch.sim.check import checked
     from qosbatch.sim.experiment import Experiment, deployments_from_profiles
     from qosbatch.sim.frontend import parse_frontend
     from qosbatch.workloads import parse_workload, read_trace
@@ -108,7 +110,7 @@ def simulate(
     if tune is not None and tune != "dynamic":
         raise UserError(f"--tune supports dynamic only, got {tune!r}")
     front = parse_frontend(frontend) if frontend is not None else None
-    specs = parse_policy_list(",".join(policy))
+    specs = [checked(spec) for spec in parse_policy_list(",".join(policy))]
     profiles = [load_profile(p) for p in profile]
     deps = deployments_from_profiles(profiles, cores, workers, max_batch, latency_model)
     models = [d.model for d in deps]

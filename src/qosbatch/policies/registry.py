@@ -7,15 +7,25 @@ separates policies with commas too; a part containing ``=`` but no ``:`` belongs
 to the policy before it, so ``slo,dynamic:max_batch_size=16,max_queue_delay_ms=5,aimd``
 is three policies. Every mistake is a UserError naming the policy, the knob and
 what was expected.
+
+A user's own policy is named by where it lives, ``module:Class`` (as uvicorn names
+an app), with knobs after a second ``:``: ``mypkg.policies:Greedy:batch=8``. The
+module is imported from the current directory or ``sys.path``; its constructor's
+keyword arguments are its knobs, as for ours. Checking that it keeps the contract
+(``qosbatch.sim.check``) needs the simulator, a layer up: the CLI does it.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
+import os
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -59,27 +69,83 @@ class PolicySpec:
         return make_spec(self.name, {**self.params, **params})
 
     def factory(self) -> PolicyFactory:
-        cls = POLICIES[self.name]
+        cls = policy_class(self.name)
         params = dict(self.params)
+        if "rng" in inspect.signature(cls).parameters:  # (ours all take one; a user's may not)
+            make = partial(cls, **params)
+        else:
+            make = lambda rng: cls(**params)  # noqa: E731
 
         if getattr(cls, "serves_all_models", False):
             # One object for every model of the run: it schedules them together (rl).
-            shared: Policy = cls(**params, rng=np.random.default_rng(0))
+            shared: Policy = make(rng=np.random.default_rng(0))
             return lambda rng: shared
 
         def build(rng: np.random.Generator) -> Policy:
-            return cls(**params, rng=rng)  # type: ignore[no-any-return]
+            return make(rng=rng)  # type: ignore[no-any-return]
 
-        build(np.random.default_rng(0))  # fail now, on the knobs, not mid-simulation
+        try:
+            build(np.random.default_rng(0))  # fail now, on the knobs, not mid-simulation
+        except UserError:
+            raise
+        except Exception as exc:  # a user's constructor may raise anything
+            raise UserError(f"policy {self.label}: building it failed: {exc!r}") from None
         return build
+
+
+def is_user_policy(name: str) -> bool:
+    """``module:Class``, a user's policy, rather than one of ours."""
+    return ":" in name
+
+
+def policy_class(name: str) -> type:
+    """Our policy ``name``, or a user's ``module:Class`` imported now."""
+    if not is_user_policy(name):
+        if name not in POLICIES:
+            raise UserError(
+                f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}, "
+                "or name your own as module:Class"
+            )
+        return POLICIES[name]
+    module_name, _, attr = name.partition(":")
+    added = os.getcwd() not in sys.path  # (a console script's path does not hold the cwd)
+    if added:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise UserError(
+            f"policy {name}: no module {exc.name!r} (run from its directory or put it on "
+            "PYTHONPATH)"
+        ) from None
+    except Exception as exc:  # the user's module raised while importing
+        raise UserError(f"policy {name}: importing {module_name} failed: {exc!r}") from None
+    finally:
+        if added:
+            sys.path.remove(os.getcwd())
+    cls = getattr(module, attr, None)
+    if cls is None:
+        raise UserError(f"policy {name}: module {module_name} has no {attr!r}")
+    if not isinstance(cls, type):
+        raise UserError(f"policy {name}: {attr} is a {type(cls).__name__}, not a class")
+    for method in ("decide", "observe"):
+        if not callable(getattr(cls, method, None)):
+            raise UserError(
+                f"policy {name}: {attr} has no {method}() (the Policy interface is in "
+                "qosbatch.policies.base)"
+            )
+    return cls
 
 
 def knobs(name: str) -> dict[str, tuple[Any, Any]]:
     """The knobs of policy ``name``: knob -> (type, default)."""
-    cls = POLICIES[name]
+    cls = policy_class(name)
     # The class's signature rather than __init__'s, and the default's type where no hint is
     # left: a class compiled by mypyc (``make compiled``) keeps only those.
-    hints = typing.get_type_hints(cls.__init__) if inspect.isfunction(cls.__init__) else {}
+    try:
+        hints = typing.get_type_hints(cls.__init__) if inspect.isfunction(cls.__init__) else {}
+    except Exception:  # (a user's annotation that does not resolve: the defaults' types)
+        hints = {}
     return {
         p.name: (hints.get(p.name) or type(p.default), p.default)
         for p in inspect.signature(cls).parameters.values()
@@ -88,8 +154,6 @@ def knobs(name: str) -> dict[str, tuple[Any, Any]]:
 
 
 def make_spec(name: str, params: dict[str, Any]) -> PolicySpec:
-    if name not in POLICIES:
-        raise UserError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")
     table = knobs(name)
     for key in params:
         if key not in table:
@@ -102,11 +166,12 @@ def make_spec(name: str, params: dict[str, Any]) -> PolicySpec:
 
 
 def parse_policy(text: str) -> PolicySpec:
-    """One spec: ``name`` or ``name:knob=value,...``."""
+    """One spec: ``name`` or ``name:knob=value,...``; ``module:Class[:knob=value,...]``."""
     name, _, rest = text.strip().partition(":")
     name = name.strip()
-    if name not in POLICIES:
-        raise UserError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")
+    attr, _, after = rest.partition(":")
+    if name not in POLICIES and attr.strip().isidentifier():  # module:Class, a user's
+        name, rest = f"{name}:{attr.strip()}", after
     if name == "rl" and rest.strip() and "=" not in rest:
         rest = f"agent={rest.strip()}"  # rl:agent.zip, the file's path as the one knob
     table = knobs(name)
@@ -134,7 +199,7 @@ def parse_policy_list(text: str) -> list[PolicySpec]:
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
-        if "=" in part and ":" not in part:
+        if "=" in part and ":" not in part.partition("=")[0]:
             if not groups:
                 raise UserError(f"policy list {text!r} starts with a knob, not a policy name")
             groups[-1] += "," + part

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from qosbatch.core.errors import UserError
 from qosbatch.core.requests import REJECTED, RecordTable
 from qosbatch.policies.base import PolicyContractError, PolicyFactory
-from qosbatch.policies.registry import parse_policy
+from qosbatch.policies.registry import PolicySpec, is_user_policy, parse_policy
 from qosbatch.sim.kernel import Deployment, simulate
 from qosbatch.testing import synthetic_table
 from qosbatch.workloads.trace import Trace
@@ -64,6 +65,20 @@ def check_policy(
     if raise_on_error and not report.ok:
         raise PolicyContractError(str(report))
     return report
+
+
+def checked(spec: PolicySpec) -> PolicySpec:
+    """``spec``, once a user's policy (``module:Class``) has passed every scenario.
+
+    Ours are checked by the test suite; a user's is checked before the CLI uses it,
+    so a policy that breaks the contract is refused with the reason at start, not
+    found out by the requests it would strand mid-run.
+    """
+    if is_user_policy(spec.name):
+        report = check_policy(spec.factory())
+        if not report.ok:
+            raise UserError(f"policy {spec.label} refused: " + "; ".join(report.problems))
+    return spec
 
 
 Scenario = Callable[[PolicyFactory], str]
