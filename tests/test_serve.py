@@ -472,3 +472,34 @@ def test_records_written_live_replay_in_the_simulator(tmp_path, amdahl_law):
     result = run_cli("simulate", "--trace", path, "--profile", profile, "--policy", "slo")
     assert result.exit_code == 0, result.output
     assert "6" in result.output  # the six requests the server met
+
+
+BREAKS_LIVE = '''
+from qosbatch.policies.dynamic import DynamicPolicy
+
+
+class BreaksLive(DynamicPolicy):
+    """Keeps the contract in check_policy's scenarios; raises on the served model."""
+
+    name = "breaks-live"
+
+    def decide(self, view):
+        if view.model == "small-cnn":
+            raise RuntimeError("boom")
+        return super().decide(view)
+'''
+
+
+def test_a_user_policy_that_raises_live_is_replaced_and_no_request_is_lost(tmp_path, monkeypatch):
+    (tmp_path / "breaks_live.py").write_text(BREAKS_LIVE)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    s = Served("--model", MODEL, "--policy", "breaks_live:BreaksLive")
+    try:
+        x = np.ones(SHAPE, np.float32)
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: s.client().infer(MODEL, [infer_input(x)]), range(8)))
+        assert all(a.as_numpy("output").shape == (1, 10) for a in answers)  # all served
+        assert s.metric("qosbatch_policy_faults_total") == 1
+    finally:
+        assert s.stop() == 0
+    assert "policy breaks-live failed; falling back to dynamic" in "".join(s.log)
