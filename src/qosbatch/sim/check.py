@@ -18,10 +18,11 @@ import numpy as np
 
 from qosbatch.core.errors import UserError
 from qosbatch.core.requests import REJECTED, RecordTable
+from qosbatch.latency.amdahl import AmdahlModel
+from qosbatch.latency.table import LatencyTable
 from qosbatch.policies.base import PolicyContractError, PolicyFactory
 from qosbatch.policies.registry import PolicySpec, is_user_policy, parse_policy
 from qosbatch.sim.kernel import Deployment, simulate
-from qosbatch.testing import synthetic_table
 from qosbatch.workloads.trace import Trace
 
 
@@ -86,7 +87,9 @@ Scenario = Callable[[PolicyFactory], str]
 
 def _scenarios(seed: int) -> dict[str, Scenario]:
     rng = np.random.default_rng(seed)
-    table = synthetic_table(max_batch=64, max_cores=4, cv=0.05)
+    # An AlexNet-like law (qosbatch.testing's example): a real batching gain, 4 cores.
+    law = AmdahlModel(alpha=0.0141, beta=0.0, gamma=0.0026, delta=0.0124)
+    table = LatencyTable.from_model(law, 64, 4, 0.05)
 
     def run(trace: Trace, cores: int, workers: int) -> Callable[[PolicyFactory], str]:
         def scenario(factory: PolicyFactory) -> str:
