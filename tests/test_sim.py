@@ -562,3 +562,29 @@ def test_bad_front_ends():
         FrontEnd(0.001, math.nan)
     with pytest.raises(UserError, match="window_s must be > 0"):
         FrontEnd(0.001, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("policy", ["slo", "dynamic:max_batch_size=8,max_queue_delay_ms=5"])
+def test_a_simulation_run_in_pieces_gives_the_records_of_one_run(policy):
+    from qosbatch.sim.kernel import Simulation
+
+    table = synthetic_table(max_batch=32, max_cores=2, cv=0.1)
+    trace = poisson_trace(rate=150.0, duration_s=13.0, slo_ms=60.0, seed=4)
+    deps = [Deployment("m", table, 2, 2)]
+    whole = simulate(trace, deps, parse_policy(policy).factory(), seed=9)
+    pieces = Simulation(trace, deps, parse_policy(policy).factory(), seed=9)
+    t = 0.0
+    while pieces.run(until=t):
+        assert pieces.now == t
+        t += 0.37
+    stepped = Simulation(trace, deps, parse_policy(policy).factory(), seed=9)
+    steps = 0
+    while stepped.step():
+        steps += 1
+    assert steps > len(trace)  # (every arrival, completion and wake-up instant)
+    for other in (pieces, stepped):
+        result = other.result()
+        assert records_digest(result.records) == records_digest(whole.records)
+        assert result.events == whole.events and result.batches == whole.batches
+    with pytest.raises(RuntimeError, match="ended"):
+        pieces.run()

@@ -129,31 +129,41 @@ def simulate(
     batch's whole run. The policy is not told: it sees its table's prediction, as
     before, and learns the slowdown from ``observe``, as it does live.
     """
-    return _Run(
+    sim = Simulation(
         trace,
         deployments,
         policy_factory,
-        seed,
-        deterministic,
-        strict,
-        rate_window_s,
-        node_cores,
-        frontend,
-    )()
+        seed=seed,
+        deterministic=deterministic,
+        strict=strict,
+        rate_window_s=rate_window_s,
+        node_cores=node_cores,
+        frontend=frontend,
+    )
+    sim.run()
+    return sim.result()
 
 
-class _Run:
-    """One simulation; the state lives here so that the hot paths are method-local."""
+class Simulation:
+    """One simulation that can be run in pieces, as SimPy's ``Environment`` is.
+
+    ``run(until)`` processes every event up to virtual time ``until`` (all of them by
+    default) and can be called again to go on; ``step()`` processes the events of the
+    next instant; ``result()`` ends the run (the requests a policy left waiting are a
+    broken contract, or rejected when not ``strict``) and assembles the records. Run in
+    one piece or in many, the records are the same. The arguments are ``simulate``'s.
+    """
 
     def __init__(
         self,
         trace: Trace,
         deployments: Sequence[Deployment],
         factory: PolicyFactory,
-        seed: int,
-        deterministic: bool,
-        strict: bool,
-        rate_window_s: float,
+        *,
+        seed: int = 0,
+        deterministic: bool = False,
+        strict: bool = True,
+        rate_window_s: float = 1.0,
         node_cores: int | None = None,
         frontend: FrontEnd | None = None,
     ) -> None:
@@ -226,19 +236,45 @@ class _Run:
         self.fe_cores = node_cores if node_cores is not None else sum(d.cores for d in deployments)
         self.fe_done_s: list[float] = []
         self.fe_answered: list[int] = [0]
+        # Where the run stands between calls of run(): the next arrival, heap entries popped.
+        self.codes: list[int] = trace.model.tolist()
+        self.prios: list[int] | None = (
+            trace.priority.tolist() if trace.priority is not None else None
+        )
+        self.last = [-1] * n_models  # each model's last arrival: then it drains
+        for i, m in enumerate(self.codes):
+            self.last[m] = i
+        for m, q in enumerate(self.queues):
+            q.draining = self.last[m] < 0
+        self.next_arrival = 0
+        self.popped = 0
+        self.now = 0.0
+        self.wall_s = 0.0
+        self._result: SimResult | None = None
 
-    def __call__(self) -> SimResult:
+    def step(self) -> bool:
+        """Process the events of the next instant; False when none was left."""
+        when = self.peek()
+        if when == _INF:
+            return False
+        self.run(until=when)
+        return True
+
+    def peek(self) -> float:
+        """The time of the next event (inf: none left)."""
+        i, heap = self.next_arrival, self.heap
+        t = self.times[i] if i < len(self.times) else _INF
+        return heap[0][0] if heap and heap[0][0] < t else t
+
+    def run(self, until: float = _INF) -> bool:
+        """Process every event at or before ``until``; True while events remain after it."""
+        if self._result is not None:
+            raise RuntimeError("the simulation has ended: result() was called")
         start = time.perf_counter()
-        trace, heap, queues = self.trace, self.heap, self.queues
+        heap, queues = self.heap, self.queues
         times = self.times
-        codes = trace.model.tolist()
-        prios = trace.priority.tolist() if trace.priority is not None else None
+        codes, prios, last = self.codes, self.prios, self.last
         deadline = self.deadline
-        last = [-1] * len(queues)
-        for i, m in enumerate(codes):
-            last[m] = i
-        for m, q in enumerate(queues):
-            q.draining = last[m] < 0
         # The hot loop: an arrival or a batch completion, then the model's policy decides.
         # What _complete and _decide do is inlined here (a call and a few attribute loads
         # per event show at a million requests); wake-ups are rare and stay a method.
@@ -249,15 +285,21 @@ class _Run:
         shared = self.node_free is not None
         fe = self.frontend is not None
         inf = math.inf
-        n, i, popped = len(times), 0, 0  # (events: every arrival, and every heap entry popped)
+        n, i, popped = len(times), self.next_arrival, self.popped  # (events: arrivals, pops)
+        more = True
         while True:
             if i < n:
                 t = times[i]
                 # Arrivals go after completions and before wake-ups at the same time.
                 arrival = not heap or (h := heap[0])[0] > t or (h[0] == t and h[1] != _COMPLETE)
+                if (t if arrival else h[0]) > until:
+                    break
             elif heap:
                 arrival = False
+                if heap[0][0] > until:
+                    break
             else:
+                more = False
                 break
             if arrival:
                 m = codes[i]
@@ -310,18 +352,32 @@ class _Run:
                 if wait < inf:
                     self.seq += 1
                     heappush(heap, (wait, _WAKE, self.seq, m, -1))
-        events = n + popped
-        self.events = events
-        self._finish_waiting()
-        return SimResult(
-            policy=getattr(self.policies[0], "name", type(self.policies[0]).__name__)
-            if self.policies
-            else "",
-            records=self._records(),
-            batches=len(self.batches),
-            events=events,
-            wall_s=time.perf_counter() - start,
-        )
+        self.next_arrival, self.popped = i, popped
+        self.events = i + popped
+        if until < _INF:
+            self.now = max(self.now, until)  # (as SimPy: the clock stands at until)
+        else:  # the last arrival or completion
+            last_done = max((b[1] for b in self.batches), default=0.0)
+            self.now = max(self.now, times[-1] if times else 0.0, last_done)
+        self.wall_s += time.perf_counter() - start
+        return more
+
+    def result(self) -> SimResult:
+        """End the run (what is still waiting is settled) and assemble the records."""
+        if self._result is None:
+            if self.peek() < _INF:
+                self.run()
+            start = time.perf_counter()
+            self._finish_waiting()
+            policy = self.policies[0] if self.policies else None
+            self._result = SimResult(
+                policy=getattr(policy, "name", type(policy).__name__) if policy else "",
+                records=self._records(),
+                batches=len(self.batches),
+                events=self.events,
+                wall_s=self.wall_s + time.perf_counter() - start,
+            )
+        return self._result
 
     # ---- events ---------------------------------------------------------------------
 
