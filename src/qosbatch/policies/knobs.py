@@ -16,8 +16,9 @@ cores shared (``simulate(node_cores=...)``, ``serve --share-cores``), one
 model's concurrency is the cores another cannot have, and only a controller
 that sees both queues can trade them (BCEdge's concurrent models).
 
-The controller is a trained agent (``rl:agent.zip``) in simulation and live, or
-the training environment itself, which pauses the simulation at every ask. Pure
+The controller is a trained agent (``rl:agent.zip``) in simulation and live. The
+training environment has none: it steps the simulation to each ask itself and
+calls ``report`` and ``set_knobs`` between two runs (``qosbatch.rl.env``). Pure
 Python: the observation is a list of floats, the agent lives elsewhere.
 """
 
@@ -106,7 +107,7 @@ class KnobPolicy:
 
     def __init__(
         self,
-        controller: Controller,
+        controller: Controller | None,
         ranges: Sequence[KnobRange],
         interval_s: float = 0.5,
         slo_scale_s: float = 0.5,
@@ -134,7 +135,7 @@ class KnobPolicy:
             raise UserError(f"the rl policy schedules {known}, not model {view.model!r}")
         m.view = view
         now = view.now_s
-        if now >= self.next_s:
+        if now >= self.next_s and self.controller is not None:
             self._ask(now)
         return m.decide(view, now, self.next_s)
 
@@ -144,13 +145,22 @@ class KnobPolicy:
     # ---- the controller -----------------------------------------------------------------
 
     def _ask(self, now: float) -> None:
+        assert self.controller is not None
+        obs, stats = self.report(now)
+        self.set_knobs(self.controller(obs, stats), now)
+
+    def report(self, now: float) -> tuple[list[float], list[IntervalStats]]:
+        """The observation of every model at ``now``, and their interval's stats (reset)."""
         obs: list[float] = []
         stats: list[IntervalStats] = []
         for m in self.models:
             obs += m.observation(now)
             stats.append(m.stats)
             m.stats = IntervalStats()
-        knobs = self.controller(obs, stats)
+        return obs, stats
+
+    def set_knobs(self, knobs: Sequence[tuple[int, int]], now: float) -> None:
+        """Each model's (batch size, concurrency) from ``now``; the next ask an interval on."""
         for m, (b, k) in zip(self.models, knobs, strict=True):
             m.b = min(max(int(b), 1), m.range.max_batch)
             m.k = min(max(int(k), 1), m.range.instances)

@@ -13,15 +13,17 @@ interval's utility summed over the models (on-time requests earn
 1 - latency/(2 x budget), late and shed ones cost ``LATE_PENALTY``) per request
 the node could serve in the interval, so it is of order 1.
 
-The simulator runs in a thread of its own and the two hand over strictly in
-turn (two queues), so the simulator needs no resumable loop and an episode is
-as deterministic as a simulation: same seed, same trajectory.
+No thread: the environment runs the steppable ``Simulation`` up to the next
+ask (``run(until=...)``), reads the observation and the interval's stats from the
+policy, returns them, and on ``step`` sets the knobs and runs on. An episode is as
+deterministic as a simulation: same seed, same trajectory. An ask falls on the
+interval's boundary, or, when nothing happens until then, at the next event, as a
+driver asks the policy only at events.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -33,14 +35,12 @@ from qosbatch.core.errors import UserError
 from qosbatch.latency.table import LatencyTable
 from qosbatch.policies.knobs import (
     OBSERVATION_SIZE,
-    IntervalStats,
     KnobPolicy,
     KnobRange,
     to_all_knobs,
 )
-from qosbatch.sim.kernel import Deployment, simulate
+from qosbatch.sim.kernel import Deployment, Simulation
 from qosbatch.workloads.spec import WorkloadSpec, parse_workload
-from qosbatch.workloads.trace import Trace
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,6 @@ class Scheduled:
     def deployment(self) -> Deployment:
         """As trained and judged: a worker per instance, on a core per instance in all."""
         return Deployment(self.model, self.latency, self.instances, self.instances)
-
-
-class _Abort(Exception):
-    """Raised inside the simulation thread when the episode is abandoned."""
 
 
 class BatchingEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -103,10 +99,10 @@ class BatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         size = OBSERVATION_SIZE * len(self.models)
         self.observation_space = gym.spaces.Box(-1.0, 5.0, (size,), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (2 * len(self.models),), np.float32)
-        self._thread: threading.Thread | None = None
+        self._sim: Simulation | None = None
+        self._policy: KnobPolicy | None = None
+        self._ask_s = 0.0  # when the agent is asked next (the knobs it gives start then)
         self._ended = False  # reset() met a workload with nothing to decide
-        self._to_agent: queue.Queue[tuple[str, Any, float]] = queue.Queue()
-        self._to_sim: queue.Queue[list[tuple[int, int]] | None] = queue.Queue()
 
     # ---- gymnasium ----------------------------------------------------------------------
 
@@ -114,74 +110,47 @@ class BatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        self._abandon()
         spec = self.specs[int(self.np_random.integers(len(self.specs)))]
         trace_seed = int(self.np_random.integers(2**31))
         trace = spec.generate(np.random.default_rng(trace_seed))
-        self._to_agent = queue.Queue()
-        self._to_sim = queue.Queue()
-        self._thread = threading.Thread(
-            target=self._simulate, args=(trace, trace_seed), daemon=True
+        policy = KnobPolicy(None, self.ranges, self.interval_s, self.slo_scale_s)
+        deps = [m.deployment() for m in self.models]
+        sim = Simulation(
+            trace, deps, lambda rng: policy, seed=trace_seed, node_cores=self.node_cores
         )
-        self._thread.start()
-        kind, obs, _ = self._to_agent.get()
-        if kind == "error":
-            raise obs
-        if kind != "obs":  # an empty workload: nothing to decide; the first step ends it
-            self._thread.join()
-            self._thread = None
+        first = sim.peek()
+        if first == math.inf:  # an empty workload: nothing to decide; the first step ends it
+            self._sim = self._policy = None
             self._ended = True
             return self._zeros(), {}
-        self._ended = False
+        self._sim, self._policy, self._ended = sim, policy, False
+        self._ask_s = first
+        obs, _ = policy.report(first)
         return self._clip(obs), {}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._ended:
             self._ended = False
             return self._zeros(), 0.0, True, False, {}
-        if self._thread is None:
+        sim, policy = self._sim, self._policy
+        if sim is None or policy is None:
             raise RuntimeError("call reset() first")
-        self._to_sim.put(to_all_knobs(action, self.ranges))
-        kind, obs, reward = self._to_agent.get()
-        if kind == "error":
-            raise obs
-        done = kind == "end"
-        if done:
-            self._thread.join()
-            self._thread = None
-            obs = self._zeros()
-        return self._clip(obs), reward / self.norm, done, False, {}
+        policy.set_knobs(to_all_knobs(action, self.ranges), self._ask_s)
+        ask = policy.next_s
+        # Every event before the ask runs under these knobs; those at the ask, under the next.
+        more = sim.run(until=math.nextafter(ask, -math.inf))
+        if not more:  # the workload is over: its last interval's utility, and the contract
+            sim.result()
+            self._sim = self._policy = None
+            last = sum(m.stats.utility for m in policy.models)
+            return self._zeros(), last / self.norm, True, False, {}
+        self._ask_s = max(ask, sim.peek())  # (nothing until the boundary: at the next event)
+        obs, stats = policy.report(self._ask_s)
+        reward = sum(st.utility for st in stats)
+        return self._clip(obs), reward / self.norm, False, False, {}
 
     def close(self) -> None:
-        self._abandon()
-
-    # ---- the simulation thread ----------------------------------------------------------
-
-    def _simulate(self, trace: Trace, seed: int) -> None:
-        def controller(obs: list[float], stats: list[IntervalStats]) -> list[tuple[int, int]]:
-            self._to_agent.put(("obs", obs, sum(s.utility for s in stats)))
-            knobs = self._to_sim.get()
-            if knobs is None:
-                raise _Abort
-            return knobs
-
-        policy = KnobPolicy(controller, self.ranges, self.interval_s, self.slo_scale_s)
-        deps = [m.deployment() for m in self.models]
-        try:
-            simulate(trace, deps, lambda rng: policy, seed=seed, node_cores=self.node_cores)
-        except _Abort:
-            return
-        except Exception as exc:  # surfaced in the agent's thread by step()
-            self._to_agent.put(("error", exc, 0.0))
-            return
-        last = sum(m.stats.utility for m in policy.models)
-        self._to_agent.put(("end", None, last))
-
-    def _abandon(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            self._to_sim.put(None)
-            self._thread.join()
-        self._thread = None
+        self._sim = self._policy = None
 
     def _clip(self, obs: Any) -> np.ndarray:
         return np.clip(np.asarray(obs, dtype=np.float32), -1.0, 5.0)
