@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_right
 from dataclasses import dataclass
 
 from qosbatch.core.errors import UserError
@@ -88,6 +89,50 @@ def max_share(cores: int) -> float:
     if cores < 1:
         raise UserError(f"front end: the node needs a core, got {cores}")
     return 1.0 / (cores + 1)
+
+
+class FrontEndLoad:
+    """The front end's work over the last window of a run: what stretches a batch.
+
+    Its demand over the last ``window_s`` (every arrival of every model times
+    ``request_s``, every result times ``result_s``), as a share of the node's cores,
+    stretches each batch's service time by ``1 / (1 - share)`` when it is dispatched,
+    the share capped at ``1 / (cores + 1)`` (``max_share`` says why). The node is the
+    simulation's ``node_cores``, or the sum of the deployments' cores when each model
+    owns its own: the front end is one per server, so its demand is summed over the
+    models and spread over all their cores. Deliberately simple: one share for every
+    batch, however many of the cores are busy (so it over-charges a node with idle
+    cores, where the front end would run on one of them, and is right when all are
+    busy, which is overload, where it matters), fixed for the batch's whole run. The
+    policy is not told: it sees its table's prediction and learns the slowdown from
+    ``observe``, as it does live. With no front end given, the simulation never asks.
+
+    Arrivals are read from the sorted trace (``times``); results from the completions
+    so far, in time order, with the cumulative count of requests answered
+    (``answered_before[k]``: before the k-th completion), so both counts in a window
+    are two bisections, never a scan.
+    """
+
+    def __init__(self, frontend: FrontEnd, times: list[float], cores: int) -> None:
+        self.frontend = frontend
+        self.times = times
+        self.cores = cores
+        self.done_s: list[float] = []
+        self.answered_before: list[int] = [0]
+
+    def answered(self, now: float, n: int) -> None:
+        """A batch of ``n`` completed at ``now``: the front end answers each with a result."""
+        self.done_s.append(now)
+        self.answered_before.append(self.answered_before[-1] + n)
+
+    def stretch(self, now: float) -> float:
+        """How much slower a batch dispatched at ``now`` runs: the front end's share."""
+        since = now - self.frontend.window_s
+        times = self.times
+        arrived = bisect_right(times, now) - bisect_right(times, since)
+        answered = self.answered_before
+        results = answered[-1] - answered[bisect_right(self.done_s, since)]
+        return self.frontend.stretch(arrived, results, self.cores)
 
 
 def parse_frontend(text: str, where: str = "--frontend") -> FrontEnd:

@@ -17,19 +17,15 @@ from __future__ import annotations
 
 import math
 import time
-from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from heapq import heappop, heappush
-from itertools import chain
 
 import numpy as np
 
 from qosbatch.core.errors import UserError
-from qosbatch.core.requests import LATE, ON_TIME, REJECTED, RecordTable
-from qosbatch.engine.queue import ModelQueue, apply_decisions, split_evenly
-from qosbatch.latency.table import LatencyTable
+from qosbatch.core.requests import RecordTable
+from qosbatch.engine.queue import ModelQueue, apply_decisions
 from qosbatch.policies.base import (
     Dispatch,
     Policy,
@@ -37,7 +33,9 @@ from qosbatch.policies.base import (
     PolicyFactory,
     Reject,
 )
-from qosbatch.sim.frontend import FrontEnd
+from qosbatch.sim.deployment import Deployment, SimResult
+from qosbatch.sim.frontend import FrontEnd, FrontEndLoad
+from qosbatch.sim.ledger import Rejections, build_records
 from qosbatch.sim.service import ServiceSampler
 from qosbatch.workloads.trace import Trace
 
@@ -45,53 +43,7 @@ _COMPLETE, _WAKE = 0, 2  # heap kinds; an arrival sorts between them (kind 1)
 _INF = math.inf
 _MAX_IDLE_WAKES = 10_000  # wake-ups in a row that change nothing after the last arrival
 LEFT_WAITING = "left waiting by the policy when the workload ended"
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """One model on the node: its latency model, its core pool and its workers.
-
-    ``cores`` is the pool the model's batches may hold at once; ``workers`` replicas
-    share it, each with a nominal ``cores // workers`` (the first ones get the
-    remainder). Policies with fixed sizes dispatch on nominal cores; ``slo`` picks
-    per batch within the free pool. ``actual`` is how the node really behaves when
-    it differs from the table the policy predicts with (a drift experiment).
-    """
-
-    model: str
-    latency: LatencyTable
-    cores: int
-    workers: int = 1
-    actual: LatencyTable | None = None
-
-    def __post_init__(self) -> None:
-        if self.cores < 1:
-            raise UserError(f"{self.model}: cores must be >= 1, got {self.cores}")
-        if not 1 <= self.workers <= self.cores:
-            raise UserError(
-                f"{self.model}: workers must be between 1 and the cores ({self.cores}), "
-                f"got {self.workers}"
-            )
-        for table in (self.latency, self.actual or self.latency):
-            if table.max_cores < self.cores:
-                raise UserError(
-                    f"{self.model}: its latency table covers {table.max_cores} cores, "
-                    f"fewer than the {self.cores} deployed"
-                )
-
-    def worker_cores(self) -> list[int]:
-        return split_evenly(self.cores, self.workers)
-
-
-@dataclass(frozen=True)
-class SimResult:
-    """Records of one run and how much work it took."""
-
-    policy: str
-    records: RecordTable
-    batches: int
-    events: int
-    wall_s: float
+__all__ = ["LEFT_WAITING", "Deployment", "SimResult", "Simulation", "simulate"]
 
 
 def simulate(
@@ -115,19 +67,8 @@ def simulate(
     each model still holds at most its deployment's ``cores`` at once); None: each
     model owns its deployment's cores.
 
-    ``frontend``: the server's HTTP front end as CPU work on the same cores (None: free,
-    today's behaviour bit for bit). Its demand over the last ``frontend.window_s`` (every
-    arrival of every model times ``request_s``, every result times ``result_s``), as a
-    share of the node's cores, stretches each batch's service time by
-    ``1 / (1 - share)`` when it is dispatched, the share capped at ``1 / (cores + 1)``
-    (qosbatch.sim.frontend says why). The node is ``node_cores``, or the sum of the
-    deployments' cores when each model owns its own: the front end is one per server, so
-    its demand is summed over the models and spread over all their cores. Deliberately
-    simple: one share for every batch, however many of the cores are busy (so it
-    over-charges a node with idle cores, where the front end would run on one of them,
-    and is right when all are busy, which is overload, where it matters), fixed for the
-    batch's whole run. The policy is not told: it sees its table's prediction, as
-    before, and learns the slowdown from ``observe``, as it does live.
+    ``frontend``: the server's HTTP front end as CPU work on the same cores, which
+    stretches each batch (``qosbatch.sim.frontend.FrontEndLoad`` says how); None: free.
     """
     sim = Simulation(
         trace,
@@ -229,13 +170,13 @@ class Simulation:
                 raise UserError(f"node cores must be >= 1, got {node_cores}")
             self._share()
         self.times: list[float] = trace.time_s.tolist()
-        # The front end (None: free). Its work in the window: arrivals are read from the
-        # sorted trace; results from the completions so far, in time order, with the
-        # cumulative count of requests answered (fe_answered[k]: before the k-th one).
+        # The front end's load on the cores (None: free).
         self.frontend = frontend
-        self.fe_cores = node_cores if node_cores is not None else sum(d.cores for d in deployments)
-        self.fe_done_s: list[float] = []
-        self.fe_answered: list[int] = [0]
+        self.fe_load = FrontEndLoad(
+            frontend or FrontEnd(0.0),
+            self.times,
+            node_cores if node_cores is not None else sum(d.cores for d in deployments),
+        )
         # Where the run stands between calls of run(): the next arrival, heap entries popped.
         self.codes: list[int] = trace.model.tolist()
         self.prios: list[int] | None = (
@@ -335,7 +276,7 @@ class Simulation:
                 q = queues[m]
                 done = q.finish_batch(w, now)
                 if fe:
-                    self._answered(now, len(done.requests))
+                    self.fe_load.answered(now, len(done.requests))
                 observes[m](done)
             # The policy decides (as in _decide; q.now_s is set above).
             decisions = decides[m](q)
@@ -415,7 +356,7 @@ class Simulation:
         self.held[m] -= done.cores
         self._share()  # (the pool's share replaces the free cores finish_batch gave back)
         if self.frontend is not None:
-            self._answered(now, len(done.requests))
+            self.fe_load.answered(now, len(done.requests))
         self.observes[m](done)
         self._decide(m, now)
         for j, other in enumerate(self.queues):
@@ -429,25 +370,6 @@ class Simulation:
         for q, held in zip(self.queues, self.held, strict=True):
             room = q.max_cores - held
             q.free_cores = room if room < free else free
-
-    # ---- the front end ----------------------------------------------------------------
-
-    def _answered(self, now: float, n: int) -> None:
-        """A batch of ``n`` completed at ``now``: the front end answers each with a result."""
-        answered = self.fe_answered
-        self.fe_done_s.append(now)
-        answered.append(answered[-1] + n)
-
-    def _stretch(self, now: float) -> float:
-        """How much slower a batch dispatched at ``now`` runs: the front end's share."""
-        fe = self.frontend
-        assert fe is not None
-        since = now - fe.window_s
-        times = self.times
-        arrived = bisect_right(times, now) - bisect_right(times, since)
-        answered = self.fe_answered
-        results = answered[-1] - answered[bisect_right(self.fe_done_s, since)]
-        return fe.stretch(arrived, results, self.fe_cores)
 
     # ---- decisions ------------------------------------------------------------------
 
@@ -483,7 +405,7 @@ class Simulation:
         if self.frontend is None:
             done = now + self.samplers[m].sample(b, c)
         else:
-            done = now + self.samplers[m].sample(b, c) * self._stretch(now)
+            done = now + self.samplers[m].sample(b, c) * self.fe_load.stretch(now)
         if self.node_free is not None:
             self.node_free -= c
             self.held[m] += c
@@ -530,40 +452,9 @@ class Simulation:
             self._reject(q, Reject(left, LEFT_WAITING))
 
     def _records(self) -> RecordTable:
-        trace = self.trace
-        n = len(trace)
-        batch_of = np.array(self.batch_of, dtype=np.int64)
-        served = batch_of >= 0
-        count = len(self.batches)
-        table = np.fromiter(
-            chain.from_iterable(self.batches), dtype=float, count=5 * count
-        ).reshape(count, 5)  # (integers up to 2**53 are exact as floats)
-
-        def per_batch(column: int, fill: float) -> np.ndarray:
-            # The batch's value per request; fill (appended last: index -1) if not served.
-            return np.append(table[:, column], fill)[batch_of]
-
-        dispatch_s = per_batch(0, math.nan)
-        completion_s = per_batch(1, 0.0)
-        reason = np.full(n, "", dtype=object)
-        if self.rejected:
-            rejected = np.array(self.rejected, dtype=np.int64)
-            codes = np.array(self.rejected_code, dtype=np.int64)
-            completion_s[rejected] = np.array(self.reason_s, dtype=float)[codes]
-            reason[rejected] = np.array(self.reasons, dtype=object)[codes]
-        deadline_s = trace.deadline_s  # (the very values self.deadline was listed from)
-        outcome = np.where(served, np.where(completion_s <= deadline_s, ON_TIME, LATE), REJECTED)
-        return RecordTable(
-            models=trace.models,
-            request_id=np.arange(n, dtype=np.int64),
-            model=trace.model.astype(np.int64),
-            arrival_s=trace.time_s.astype(float),
-            deadline_s=deadline_s,
-            dispatch_s=dispatch_s,
-            completion_s=completion_s,
-            outcome=outcome.astype(np.int64),
-            batch_size=per_batch(2, 0).astype(np.int64),
-            cores=per_batch(3, 0).astype(np.int64),
-            worker=per_batch(4, -1).astype(np.int64),
-            reason=reason,
+        return build_records(
+            self.trace,
+            self.batches,
+            self.batch_of,
+            Rejections(self.rejected, self.rejected_code, self.reasons, self.reason_s),
         )
