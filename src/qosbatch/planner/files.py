@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from qosbatch.core.errors import UserError
+from qosbatch.core.files import read_user_text
 from qosbatch.core.profile import load_profile
 from qosbatch.planner.catalogue import Catalogue, parse_catalogue
 from qosbatch.planner.options import DEFAULT_MAX_BATCHES, Demand
@@ -29,14 +30,7 @@ DEFAULT_CATALOGUE = "default"  # --nodes default: the catalogue shipped with the
 
 def read_yaml(path: str | Path, what: str) -> Any:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UserError(f"{what} not found: {path}") from None
-    except IsADirectoryError:
-        raise UserError(f"{what} is a directory, not a file: {path}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{what} {path} is not a text (UTF-8) file") from None
+    text = read_user_text(path, what)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from qosbatch.core.errors import UserError
+from qosbatch.core.files import read_user_text
 
 REQUIRED_COLUMNS = ("time_s", "model", "slo_ms")
 
@@ -178,14 +179,7 @@ def _read_records(path: Path, known: Collection[str] | None) -> Trace:
     there), in the order answered: sorted here by arrival, ties kept in file order.
     The rows are checked by the CSV reader's rules, so an error names ``path:line``.
     """
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UserError(f"trace not found: {path}") from None
-    except IsADirectoryError:
-        raise UserError(f"trace is a directory, not a file: {path}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"trace {path} is not a text (UTF-8) JSONL file") from None
+    text = read_user_text(path, "trace")
     rows: list[tuple[float, int, list[str]]] = []
     for line_no, line in enumerate(text.splitlines(), 1):
         if not line.strip():
