@@ -21,7 +21,7 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
-from qosbatch.serve.batcher import Answer
+from qosbatch.serve.answer import Answer
 from qosbatch.serve.protocol import TensorSpec
 from qosbatch.serve.server import ModelConfig, ServedModel, Server, ServerConfig
 from qosbatch.serve.telemetry import Telemetry

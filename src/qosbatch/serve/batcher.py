@@ -23,7 +23,6 @@ import itertools
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -32,6 +31,7 @@ from qosbatch.engine.queue import ModelQueue, apply_decisions, split_evenly
 from qosbatch.latency.table import LatencyTable
 from qosbatch.policies.base import Decision, Dispatch, Policy, Reject
 from qosbatch.policies.dynamic import DynamicPolicy
+from qosbatch.serve.answer import Answer, Waiting
 from qosbatch.serve.core_pool import CorePool
 from qosbatch.serve.records import RecordWriter
 from qosbatch.serve.telemetry import Telemetry
@@ -41,28 +41,6 @@ from qosbatch.serve.worker_protocol import Worker
 log = logging.getLogger("qosbatch.serve")
 
 RESTART_ATTEMPTS = 3
-
-
-@dataclass(frozen=True)
-class Answer:
-    """How one request ended; the HTTP layer turns it into a response."""
-
-    status: int  # 200 result, 429 shed, 503 not accepted now, 500 failed
-    outcome: str  # on_time, late, rejected, error
-    output: np.ndarray | None = None
-    reason: str = ""
-    queued_s: float = 0.0  # arrival to dispatch
-    latency_s: float = 0.0  # arrival to answer
-    batch_size: int = 0
-
-
-@dataclass
-class _Waiting:
-    tensor: np.ndarray
-    future: asyncio.Future[Answer]
-    arrival_s: float
-    deadline_s: float
-    priority: int = 0
 
 
 class Batcher:
@@ -99,7 +77,7 @@ class Batcher:
         self.records = records  # one line per answered request (None: not kept)
         self._admit: Callable[[ModelQueue, float, int], str] | None = getattr(policy, "admit", None)
         self._ids = itertools.count()
-        self._waiting: dict[int, _Waiting] = {}
+        self._waiting: dict[int, Waiting] = {}
         self._dead: set[int] = set()
         self._wake = asyncio.Event()
         self.pool.listen(self._wake.set)
@@ -159,7 +137,7 @@ class Batcher:
         """Queue one request; the future ends with its Answer, whatever happens."""
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         now = self.now()
-        member = _Waiting(tensor, future, now, now + budget_s, priority)
+        member = Waiting(tensor, future, now, now + budget_s, priority)
         if self.draining or self._closed:
             self._answer(member, Answer(503, "rejected", reason="the server is shutting down"), now)
         elif self.broken:
@@ -269,7 +247,7 @@ class Batcher:
             self._finish(rid, Answer(429, "rejected", reason=str(d.reason) or "rejected"))
 
     def _completed(
-        self, w: int, members: list[_Waiting], future: asyncio.Future[BatchOutput]
+        self, w: int, members: list[Waiting], future: asyncio.Future[BatchOutput]
     ) -> None:
         now = self.now()
         q = self.queue
@@ -391,7 +369,7 @@ class Batcher:
             self._finish(rid, Answer(status, outcome, reason=reason))
 
     def _answer(
-        self, m: _Waiting, answer: Answer, now: float, cores: int = 0, worker: int = -1
+        self, m: Waiting, answer: Answer, now: float, cores: int = 0, worker: int = -1
     ) -> None:
         self.series.outcome[answer.outcome].inc()
         if answer.status == 200:
