@@ -338,8 +338,9 @@ def test_killed_worker_leaves_no_request_unanswered_and_comes_back():
             else:
                 assert not isinstance(result, BaseException), repr(result)
                 ok += 1
-        assert ok + failed == 40
-        assert failed >= 1
+        assert ok + failed == 40  # every one answered: a result, or the worker's death
+        # (failed is usually >= 1, the batch the kill hit; 0 when the kill landed between a
+        # batch's result and the next dispatch, which the poll above cannot rule out.)
         deadline = time.monotonic() + 10
         while True:  # served again within seconds of the kill
             try:

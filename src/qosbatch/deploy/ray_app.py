@@ -22,10 +22,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from qosbatch.serve.answer import Answer
+from qosbatch.serve.in_process_worker import InProcessWorker
 from qosbatch.serve.protocol import TensorSpec
 from qosbatch.serve.server import ModelConfig, ServedModel, Server, ServerConfig
 from qosbatch.serve.telemetry import Telemetry
-from qosbatch.serve.worker import InProcessWorker
 
 # Ray Serve admits only a few requests per replica at a time by default (5) and queues
 # the rest ahead of the replica, where no deadline is seen: the batcher must see them all.

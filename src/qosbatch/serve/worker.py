@@ -30,155 +30,31 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from multiprocessing import shared_memory
 from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
 
-from qosbatch.models.loading import ModelRef
+from qosbatch.serve.worker_child import send, worker_main
+from qosbatch.serve.worker_types import (
+    CALIBRATION_BATCHES,
+    BatchOutput,
+    ModelIO,
+    WorkerDied,
+    WorkerFailed,
+    WorkerSpec,
+)
 
-CALIBRATION_BATCHES = (1, 2, 4, 8, 16, 32)
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """What a worker process needs to build its model: picklable, no weights."""
-
-    ref: ModelRef
-    backend: str = "torch"
-    device: str = "cpu"
-
-
-@dataclass(frozen=True)
-class ModelIO:
-    """What the worker learnt from a first batch: dtypes and one sample's shapes."""
-
-    input_dtype: str
-    input_shape: tuple[int, ...]
-    output_dtype: str
-    output_shape: tuple[int, ...]
-
-
-class WorkerDied(Exception):
-    """The worker process ended while it held a batch (or before it became ready)."""
-
-
-class WorkerFailed(Exception):
-    """The model raised on a batch; the worker itself lives on."""
-
-
-# ---- the child ----------------------------------------------------------------------
-
-
-def worker_main(conn: Connection, spec: WorkerSpec, cpus: tuple[int, ...]) -> None:
-    """Entry point of a worker process: build the model, then run batches until told to stop."""
-    # Ctrl-C or SIGTERM to the process group: the server drains first, then stops us (a
-    # worker that died with its group would fail the batches the drain is finishing).
-    # Should the server die instead, the pipe closes and we exit on our own.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    os.sched_setaffinity(0, cpus)
-    try:
-        backend, io = _load(spec, len(cpus))
-    except Exception as exc:
-        _send(conn, {"ready": False, "error": _first_line(exc)})
-        return
-    _send(conn, {"ready": True, "pid": os.getpid(), **asdict(io)})
-    segments: dict[str, shared_memory.SharedMemory] = {}
-    pinned = tuple(cpus)
-    while True:
-        try:
-            head = json.loads(conn.recv_bytes())
-        except (EOFError, OSError):
-            return  # the server is gone
-        if head["op"] == "stop":
-            return
-        try:
-            wanted = tuple(head["cpus"])
-            if wanted != pinned:
-                os.sched_setaffinity(0, wanted)
-                backend.set_threads(len(wanted))
-                pinned = wanted
-            if head["op"] == "calibrate":
-                _send(conn, {"ok": True, "points": _calibrate(backend, spec.ref, head["batches"])})
-                continue
-            src = _segment(segments, head["in"])
-            shape = tuple(head["shape"])
-            batch = np.ndarray(shape, dtype=head["dtype"], buffer=src.buf)
-            start = time.perf_counter()
-            out = np.ascontiguousarray(backend.run(batch))
-            took = time.perf_counter() - start
-            dst = _segment(segments, head["out"])
-            if out.nbytes > dst.size:
-                raise ValueError(f"output of {out.nbytes} bytes exceeds its {dst.size}-byte buffer")
-            np.ndarray(out.shape, dtype=out.dtype, buffer=dst.buf)[...] = out
-            _send(conn, {"ok": True, "shape": list(out.shape), "dtype": str(out.dtype), "s": took})
-        except Exception as exc:
-            _send(conn, {"ok": False, "error": _first_line(exc)})
-
-
-def _load(spec: WorkerSpec, threads: int) -> tuple[Any, ModelIO]:
-    """The backend, and what a first batch of one says about the model's tensors."""
-    from qosbatch.models.backends import make_backend, sample_batch
-
-    backend = make_backend(spec.ref, spec.backend, spec.device, threads=threads)
-    sample = sample_batch(spec.ref, 1)
-    out = np.asarray(backend.run(sample))
-    return backend, ModelIO(
-        str(sample.dtype), tuple(sample.shape[1:]), str(out.dtype), tuple(out.shape[1:])
-    )
-
-
-def _calibrate(backend: Any, ref: ModelRef, batches: list[int]) -> list[list[float]]:
-    """Median seconds per batch size on the current cores, for a first latency table."""
-    from qosbatch.models.backends import sample_batch
-
-    points = []
-    for b in batches:
-        data = sample_batch(ref, b)
-        backend.run(data)  # warm-up: oneDNN builds its kernels for the shape
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            backend.run(data)
-            times.append(time.perf_counter() - start)
-        points.append([b, float(np.median(times))])
-    return points
-
-
-def _segment(cache: dict[str, shared_memory.SharedMemory], name: str) -> shared_memory.SharedMemory:
-    seg = cache.get(name)
-    if seg is None:
-        for old in cache.values():  # the parent grew its buffers; the old ones are gone
-            old.close()
-        cache.clear()
-        # (Spawned children share the parent's resource tracker, where attaching is a
-        # no-op: the parent, which owns the segment, unlinks it once.)
-        seg = shared_memory.SharedMemory(name=name)
-        cache[name] = seg
-    return seg
-
-
-def _send(conn: Connection, message: dict[str, Any]) -> None:
-    conn.send_bytes(json.dumps(message).encode())
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
-# ---- the parent -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BatchOutput:
-    """A finished batch: its outputs (a copy, the segment is reused) and the model's time."""
-
-    output: np.ndarray
-    service_s: float
+__all__ = [
+    "CALIBRATION_BATCHES",
+    "BatchOutput",
+    "ModelIO",
+    "WorkerDied",
+    "WorkerFailed",
+    "WorkerHandle",
+    "WorkerSpec",
+]
 
 
 class WorkerHandle:
@@ -324,7 +200,7 @@ class WorkerHandle:
 
     def _send(self, message: dict[str, Any]) -> None:
         assert self._conn is not None
-        _send(self._conn, message)
+        send(self._conn, message)
 
     def _expect(self, kind: str) -> asyncio.Future[Any]:
         if self._pending is not None and not self._pending.done():
@@ -410,73 +286,3 @@ def _describe_exit(code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exited with status {code}"
-
-
-class InProcessWorker:
-    """A worker that runs the model in this process, on one thread: for hosts that place
-    processes themselves (a Ray Serve replica is already a process with its CPUs).
-
-    Same interface as ``WorkerHandle``; cores become the backend's thread count only
-    (no pinning: the host decides where the process runs). A batch runs on a
-    dedicated thread, so the event loop stays free while the model computes.
-    """
-
-    def __init__(
-        self,
-        spec: WorkerSpec,
-        cpus: tuple[int, ...],
-        label: str,
-        on_exit: Callable[[Any, str], None] | None = None,
-    ) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.spec = spec
-        self.cpus = cpus
-        self.label = label
-        self.on_exit = on_exit  # (never called: this worker dies with its process)
-        self.io: ModelIO | None = None
-        self.pid: int | None = os.getpid()
-        self.starts = 0
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix=label)
-        self._backend: Any = None
-        self._threads = len(cpus)
-
-    async def start(self) -> ModelIO:
-        def build() -> ModelIO:
-            self._backend, io = _load(self.spec, self._threads)
-            return io
-
-        self.starts += 1
-        self.io = await asyncio.get_running_loop().run_in_executor(self._pool, build)
-        return self.io
-
-    async def calibrate(self, cpus: tuple[int, ...], batches: tuple[int, ...]) -> list[float]:
-        def timed() -> list[float]:
-            self._set_threads(len(cpus))
-            return [s for _, s in _calibrate(self._backend, self.spec.ref, list(batches))]
-
-        return await asyncio.get_running_loop().run_in_executor(self._pool, timed)
-
-    def run(
-        self, parts: Sequence[np.ndarray], cpus: tuple[int, ...]
-    ) -> asyncio.Future[BatchOutput]:
-        batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-        def compute() -> BatchOutput:
-            self._set_threads(len(cpus))
-            start = time.perf_counter()
-            out = np.ascontiguousarray(self._backend.run(batch))
-            return BatchOutput(out, time.perf_counter() - start)
-
-        return asyncio.get_running_loop().run_in_executor(self._pool, compute)
-
-    def kill(self) -> None:
-        raise NotImplementedError("an in-process worker cannot be killed apart from its host")
-
-    async def stop(self, timeout_s: float = 5.0) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def _set_threads(self, n: int) -> None:
-        if n != self._threads:
-            self._backend.set_threads(n)
-            self._threads = n
