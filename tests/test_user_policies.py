@@ -108,3 +108,36 @@ def test_the_cli_refuses_a_broken_user_policy_in_one_line(user_module, tmp_path,
         "--policy", f"{user_module}:Twice",
     )  # fmt: skip
     assert_one_line_error(result, "mypolicies:Twice refused")
+
+
+def test_serve_refuses_a_broken_user_policy_before_it_starts(user_module):
+    result = run_cli("serve", "--model", "noop", "--policy", f"{user_module}:Twice", "--port", 0)
+    assert_one_line_error(result, "mypolicies:Twice refused")
+
+
+def test_train_refuses_a_bad_user_policy_before_training(user_module, tmp_path, amdahl_law):
+    profile = tmp_path / "p.json"
+    save_profile(make_profile(amdahl_law, name="m"), profile)
+    out = tmp_path / "a.zip"
+    for args, fragment in [
+        (["--policy", f"{user_module}:Twice"], "mypolicies:Twice refused"),
+        (["--policy", f"{user_module}:Greedy:most=x"], "most must be an integer"),
+        (["--policy", f"{user_module}:Greedy", "--eval-runs", 0], "needs --eval-runs >= 1"),
+    ]:
+        assert_one_line_error(run_cli("train", "--profile", profile, *args, "-o", out), fragment)
+        assert not out.exists()  # refused before a step of training
+
+
+def test_train_judges_the_agent_against_a_users_policy(user_module, tmp_path, amdahl_law):
+    profile = tmp_path / "p.json"
+    save_profile(make_profile(amdahl_law, name="m"), profile)
+    workload = "mmpp:rates=20/120,switch_s=2/1,duration_s=10,slo=netdelay,base_ms=120,delay_ms=20"
+    result = run_cli(
+        "train", "--profile", profile, "--steps", 100, "--workload", workload, "--eval-runs", 1,
+        "--policy", f"{user_module}:Greedy:most=8", "-o", tmp_path / "a.zip",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if "mypolicies:Greedy:most=8" in line)
+    utility, attainment = (float(cell) for cell in row.split("│")[2:4])
+    assert utility > 0 and 50 < attainment <= 100  # a working policy, scored beside the agent
+    assert "agent / slo utility" in result.output

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from qosbatch.cli import app
 from qosbatch.core.errors import UserError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from qosbatch.policies.registry import PolicySpec
+    from qosbatch.rl.env import Scheduled
+    from qosbatch.rl.evaluate import Scores
 
 DEFAULT_WORKLOADS = (
     "mmpp:rates=8/50,switch_s=5/1,duration_s=60,slo=netdelay,base_ms=250,delay_ms=40",
@@ -53,22 +60,30 @@ def train(
     plot: Annotated[
         Path | None, typer.Option(help="Learning curve PNG (default: next to the agent).")
     ] = None,
+    policy: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="More policies to judge the agent against on the held-out runs, beside slo "
+            "and tuned dynamic: ours or your own module:Class[:knob=value,...] (checked first)."
+        ),
+    ] = None,
 ) -> None:
     """Train a SAC agent that sets batch size and concurrency; use it as --policy rl:FILE.
 
     With several --profile, one agent sets every model's knobs at once, the models
-    sharing the node's cores. Ends with the agent against slo and utility-tuned
-    dynamic on held-out seeds.
+    sharing the node's cores. Ends with the agent against slo, utility-tuned
+    dynamic and any --policy on held-out seeds.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-    from rich.table import Table
 
     from qosbatch.core.profile import load_profile
+    from qosbatch.policies.registry import parse_policy_list
     from qosbatch.rl.env import for_models
     from qosbatch.rl.evaluate import evaluate
     from qosbatch.rl.train import scheduled
     from qosbatch.rl.train import train as run_training
+    from qosbatch.sim.check import checked
     from qosbatch.viz.learning_plot import plot_learning_curve
     from qosbatch.workloads.spec import parse_workload
 
@@ -90,6 +105,10 @@ def train(
         raise UserError(f"--instances must be >= 1, got {k}")
     for w in [*workloads, *(held_out or [])]:
         for_models(parse_workload(w), names)  # a bad spec fails now, not after training
+    # A bad or contract-breaking policy fails now too, not after minutes of training.
+    rivals = [checked(s) for s in parse_policy_list(",".join(policy))] if policy else []
+    if rivals and not eval_runs:
+        raise UserError("--policy adds to the held-out evaluation; it needs --eval-runs >= 1")
     label = " + ".join(names)
     console = Console()
     with Progress(
@@ -119,25 +138,49 @@ def train(
     console.print(f"wrote {curve}")
     if not eval_runs:
         return
+    models = scheduled(profs, k, result.info.max_batch)
     with console.status("evaluating on held-out seeds (tuning dynamic for utility first)..."):
         scores = evaluate(
-            str(result.path),
-            scheduled(profs, k, result.info.max_batch),
-            result.info.node_cores,
-            workloads,
-            held_out or [],
-            eval_runs,
+            str(result.path), models, result.info.node_cores, workloads, held_out or [], eval_runs
         )
-    table = Table(
-        title=f"held-out: {eval_runs} seed(s) x {len(workloads) + len(held_out or [])} workload(s)"
-    )
+        scores += _score_rivals(
+            rivals, models, result.info.node_cores, workloads, held_out or [], eval_runs
+        )
+    _print_scores(console, scores, f"{eval_runs} seed(s) x {len(workloads) + len(held_out or [])}")
+
+
+def _print_scores(console: Console, scores: list[Scores], runs: str) -> None:
+    """The held-out table, then the agent's utility as a ratio to slo's and tuned dynamic's."""
+    from rich.table import Table
+
+    table = Table(title=f"held-out: {runs} workload(s)")
     for col in ("policy", "utility", "attainment %"):
         table.add_column(col, justify="left" if col == "policy" else "right")
     for s in scores:
         table.add_row(s.policy, f"{s.utility:.2f}", f"{100 * s.attainment:.2f}")
     console.print(table)
-    rl, slo, dynamic = scores
+    rl, slo, dynamic = scores[:3]  # (then the --policy rivals, in the table only)
     if dynamic.utility > 0:
         console.print(f"agent / tuned dynamic utility: {rl.utility / dynamic.utility:.2f}x")
     if slo.utility > 0:
         console.print(f"agent / slo utility: {rl.utility / slo.utility:.2f}x")
+
+
+def _score_rivals(
+    rivals: list[PolicySpec],
+    models: list[Scheduled],
+    node_cores: int | None,
+    workloads: list[str],
+    held_out: list[str],
+    runs: int,
+) -> list[Scores]:
+    """The --policy extras on the very runs the agent was judged on (same deployment, seeds)."""
+    # (_Bench: the evaluation's own runner, so the rivals share its deployment and seeds)
+    from qosbatch.rl.evaluate import HELD_OUT_SEED, Scores, _Bench
+
+    bench = _Bench(models, node_cores)
+    seeds = [HELD_OUT_SEED + i for i in range(runs)]
+    return [
+        Scores(spec.label, *bench.run(spec.factory, [*workloads, *held_out], seeds))
+        for spec in rivals
+    ]

@@ -29,7 +29,11 @@ def serve(
         str | None, typer.Option(help="The plan's node to serve (default: its first).")
     ] = None,
     policy: Annotated[
-        str, typer.Option(help="Policy spec, e.g. slo or dynamic:max_batch_size=16.")
+        str,
+        typer.Option(
+            help="Policy spec, e.g. slo or dynamic:max_batch_size=16; your own as "
+            "module:Class[:knob=value,...] (checked before use)."
+        ),
     ] = "slo",
     slo: Annotated[
         str, typer.Option(help="Default latency budget of a request that brings none.")
