@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import glob
 import json
 import os
 import platform
@@ -63,16 +62,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-# Run as a script (and as the PyTriton server, in PyTriton's venv): the repository root
-# is not on sys.path then, and the shared helpers live in the benchmarks.peers package.
+# Run as a script: the repository root is not on sys.path then, and the shared helpers
+# live in the benchmarks.peers package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.peers.procs import free_port, http, stop_group
 from benchmarks.peers.pythons import (
     FALLBACK_PYS,
     TRITON_PY,
@@ -81,18 +80,32 @@ from benchmarks.peers.pythons import (
     find_shared_python,
     uv_install_python,
 )
+from benchmarks.peers.servers.noop_servers import (
+    INFER_PATH,
+    MAX_BATCH,
+    MAX_QUEUE_DELAY_US,
+    MODEL,
+    READY_PATH,
+)
+from benchmarks.peers.triton import cleanup_after
 from benchmarks.peers.venvs import run_logged, tail
+from qosbatch.launch import (
+    Launched,
+    LaunchError,
+    Ready,
+    free_port,
+    http,
+    running,
+    stop_all,
+)
 
-MODEL = "noop"
-INFER_PATH = f"/v2/models/{MODEL}/infer"
-READY_PATH = "/v2/health/ready"
+# The servers' side (PyTriton's and Starlette's), run by their own interpreters.
+NOOP_SERVERS = str(Path(__file__).resolve().parent / "peers" / "servers" / "noop_servers.py")
 BODY = '{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}'
 POST_LUA = f"""wrk.method = "POST"
 wrk.body = '{BODY}'
 wrk.headers["Content-Type"] = "application/json"
 """
-MAX_BATCH = 32
-MAX_QUEUE_DELAY_US = 2000
 PYTRITON_SPEC = "nvidia-pytriton==0.7.0"
 SERVERS = ("triton", "qosbatch", "starlette")
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qosbatch"
@@ -117,127 +130,41 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------- servers
 
 
-@dataclass
-class Server:
-    """One server subprocess in a session of its own, stopped as a whole process group.
+def ready_and_infers(base: str) -> Ready:
+    """Ready once the server answers ready *and* one real inference with 2xx.
 
-    A group, because PyTriton's python process starts ``tritonserver``, which starts the
-    Python backend stub: SIGTERM to the parent alone has been seen to leave both running.
+    Both, because Triton's /v2/health/ready says 200 before PyTriton's model has
+    loaded (explicit model control), and a server that is ready but cannot infer
+    would only measure its error path. A child that cannot load a shared library
+    (PyTriton's stub without its libpython) would hang, not exit: skip at once.
     """
 
-    name: str
-    argv: list[str]
-    port: int
-    log_path: Path
-    env: dict[str, str] | None = None
-    cwd: Path | None = None
-    tmp_marker: str | None = None  # a string in Triton's /tmp model copies that marks ours
-    stop_signal: int = signal.SIGTERM
-    proc: subprocess.Popen[bytes] | None = None
-    _log: Any = None
-
-    @property
-    def base(self) -> str:
-        """Loopback only: nothing here should be reachable from outside the machine."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        """Start detached from our terminal, so Ctrl-C reaches us and we stop it in order."""
-        self._log = self.log_path.open("wb")
-        try:
-            self.proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.cwd,
-                start_new_session=True,
-            )
-        except OSError as e:
-            self._log.close()
-            raise Skip(f"could not start `{shlex.join(self.argv)}`: {e}") from e
-        _LIVE.append(self)
-
-    def wait_ready(self, timeout_s: float) -> float:
-        """Seconds until the server answers ready *and* one real inference with 2xx.
-
-        Both, because Triton's /v2/health/ready says 200 before PyTriton's model has
-        loaded (explicit model control), and a server that is ready but cannot infer
-        would only measure its error path.
-        """
-        assert self.proc is not None
-        t0 = time.monotonic()
-        last = "no answer"
-        while time.monotonic() - t0 < timeout_s:
-            rc = self.proc.poll()
-            if rc is not None:
-                raise Skip(
-                    f"exited with code {rc} before it was ready; log:\n{tail(self.log_path)}"
-                )
-            text = self.log_path.read_text(errors="replace")
-            if "error while loading shared libraries" in text:
-                line = next(x for x in text.splitlines() if "error while loading shared" in x)
+    def ready(server: Launched) -> str | None:
+        for line in server.log_text().splitlines():
+            if "error while loading shared libraries" in line:
                 raise Skip(f"a child could not load a library: {line.strip()}")
-            status, _ = http("GET", self.base + READY_PATH, timeout_s=1.0)
-            if status == 200:
-                status, answer = http("POST", self.base + INFER_PATH, BODY.encode(), timeout_s=5.0)
-                if 200 <= status < 300:
-                    return time.monotonic() - t0
-                last = f"ready, but the probe inference got {status}: {answer[:200]!r}"
-            else:
-                last = f"{READY_PATH} answered {status or 'nothing'}"
-            time.sleep(0.25)
-        raise Skip(f"not ready within {timeout_s:.0f} s ({last}); log:\n{tail(self.log_path)}")
-
-    def metadata(self) -> Any:
-        """GET /v2 (server name and version), for the record; None when not offered."""
-        status, answer = http("GET", self.base + "/v2")
+        status, _ = http("GET", base + READY_PATH, timeout_s=1.0)
         if status != 200:
+            server.waiting_on = f"{READY_PATH} answered {status or 'nothing'}"
             return None
-        try:
-            return json.loads(answer)
-        except ValueError:
-            return None
+        status, answer = http("POST", base + INFER_PATH, BODY.encode(), timeout_s=5.0)
+        if 200 <= status < 300:
+            return base
+        server.waiting_on = f"ready, but the probe inference got {status}: {answer[:200]!r}"
+        return None
 
-    def stop(self) -> None:
-        """Signal the leader, then SIGTERM the group, then SIGKILL whatever is left of it.
-
-        The leader first, so that PyTriton shuts tritonserver down in order (a SIGTERM
-        to the whole group at once has left Triton's /tmp/folderXXXXXX model copy behind).
-        PyTriton's ``serve()`` stops cleanly on SIGINT only (``stop_signal``); on SIGTERM
-        its python dies at once and leaves tritonserver to notice, seconds later.
-        """
-        if self.proc is None:
-            return
-        pgid = stop_group(self.proc, self.name, self.stop_signal, STOP_GRACE_S)
-        if self._log is not None:
-            self._log.close()
-        # Triton's Python backend names its shared memory after the PyTriton process...
-        for leftover in glob.glob(f"/dev/shm/pytrtion{pgid}-*"):
-            with contextlib.suppress(OSError):
-                os.unlink(leftover)
-        # ...and copies the model to /tmp/folderXXXXXX (not $TMPDIR), naming our workspace.
-        if self.tmp_marker:
-            for config in glob.glob("/tmp/folder*/config.pbtxt"):
-                with contextlib.suppress(OSError):
-                    if self.tmp_marker in Path(config).read_text(errors="replace"):
-                        shutil.rmtree(Path(config).parent, ignore_errors=True)
-        self.proc = None
-        if self in _LIVE:
-            _LIVE.remove(self)
+    return ready
 
 
-_LIVE: list[Server] = []
-
-
-def stop_all() -> None:
-    """Stop every server still running; called from ``finally`` and from atexit."""
-    for server in list(_LIVE):
-        try:
-            server.stop()
-        except Exception as e:  # keep stopping the others
-            log(f"{server.name}: stop failed: {e}")
+def metadata(base: str) -> Any:
+    """GET /v2 (server name and version), for the record; None when not offered."""
+    status, answer = http("GET", base + "/v2")
+    if status != 200:
+        return None
+    try:
+        return json.loads(answer)
+    except ValueError:
+        return None
 
 
 # --------------------------------------------------------------------------- installs
@@ -439,12 +366,12 @@ def run_wrk(
 
 @dataclass
 class Plan:
-    """What one server needs to start (argv, env), what marks its leftovers, what to record."""
+    """What one server needs to start (argv, env), what it leaves behind, what to record."""
 
     argv: list[str]
     env: dict[str, str] | None = None
     info: dict[str, Any] = field(default_factory=dict)
-    tmp_marker: str | None = None
+    after_stop: Callable[[int], None] | None = None  # removes what it leaves outside its group
     stop_signal: int = signal.SIGTERM
 
 
@@ -457,25 +384,26 @@ def plan_server(
     installs: dict[str, float],
 ) -> Plan:
     """Install what ``name`` needs and say how to start it on ``port``; Skip if it can't be."""
-    script = str(Path(__file__).resolve())
     if name == "triton":
         vpy, env, spent = ensure_pytriton(args, logs)
         installs["pytriton_s"] = round(spent, 1)
         workspace = work / "pytriton-workspace"
-        tmp = work / "pytriton-tmp"  # PyTriton's own temp files; Triton's ignore it (see stop)
+        tmp = work / "pytriton-tmp"  # PyTriton's own temp files; Triton's ignore it
         tmp.mkdir(exist_ok=True)
         env = {**env, "TMPDIR": str(tmp)}
         return Plan(
-            [vpy, script, "_serve-triton", str(port), str(workspace)],
+            [vpy, NOOP_SERVERS, "triton", str(port), str(workspace)],
             env,
             {"python": vpy, "spec": args.pytriton_spec},
-            tmp_marker=str(workspace),
+            # PyTriton's serve() stops Triton in order on SIGINT only; Triton leaves its
+            # shared memory and a /tmp model copy behind (see peers/triton.py).
+            after_stop=cleanup_after(str(workspace)),
             stop_signal=signal.SIGINT,
         )
     if name == "starlette":
         py, spent = ensure_starlette(args.install, logs)
         installs["starlette_s"] = round(spent, 1)
-        return Plan([py, script, "_serve-starlette", str(port)], None, {"python": py})
+        return Plan([py, NOOP_SERVERS, "starlette", str(port)], None, {"python": py})
     cmd = args.qosbatch_cmd.replace("{port}", str(port))
     argv = shlex.split(cmd)
     if not argv or (shutil.which(argv[0]) is None and not Path(argv[0]).exists()):
@@ -495,31 +423,34 @@ def bench_one(
     """Start ``name``, warm it up, measure it with wrk, stop it: its row of the table."""
     port = free_port()
     plan = plan_server(name, port, args, logs, work, installs)
-    server = Server(
-        name,
-        plan.argv,
-        port,
-        logs / f"{name}.log",
-        plan.env,
-        cwd=Path(__file__).resolve().parents[1],
-        tmp_marker=plan.tmp_marker,
-        stop_signal=plan.stop_signal,
-    )
     log(f"{name}: starting on 127.0.0.1:{port}: {shlex.join(plan.argv)}")
+    server_log = logs / f"{name}.log"
     try:
-        server.start()
-        ready_s = server.wait_ready(args.ready_timeout)
-        meta = server.metadata()
-        log(f"{name}: ready in {ready_s:.1f} s; warm-up {args.warmup:g} s")
-        url = server.base + INFER_PATH
-        if args.warmup > 0:
-            run_wrk(wrk, url, lua, args, args.warmup, logs / f"{name}-wrk.log")
-        log(f"{name}: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s")
-        row = run_wrk(wrk, url, lua, args, args.duration, logs / f"{name}-wrk.log")
-        if server.proc is not None and server.proc.poll() is not None:
-            raise Skip(f"died during the run; log:\n{tail(server.log_path)}")
-    finally:
-        server.stop()
+        with running(
+            name,
+            plan.argv,
+            ready_and_infers(f"http://127.0.0.1:{port}"),
+            args.ready_timeout,
+            log_path=server_log,
+            env=plan.env,
+            cwd=Path(__file__).resolve().parents[1],
+            stop_signal=plan.stop_signal,
+            grace_s=STOP_GRACE_S,
+            after_stop=plan.after_stop,
+            poll_s=0.25,
+        ) as server:
+            assert server.url is not None
+            ready_s, meta = server.ready_s, metadata(server.url)
+            log(f"{name}: ready in {ready_s:.1f} s; warm-up {args.warmup:g} s")
+            url = server.url + INFER_PATH
+            if args.warmup > 0:
+                run_wrk(wrk, url, lua, args, args.warmup, logs / f"{name}-wrk.log")
+            log(f"{name}: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s")
+            row = run_wrk(wrk, url, lua, args, args.duration, logs / f"{name}-wrk.log")
+            if not server.alive():
+                raise Skip(f"died during the run; log:\n{tail(server_log)}")
+    except LaunchError as e:
+        raise Skip(str(e)) from e
     return {"status": "ok", "ready_s": round(ready_s, 2), "server": meta, **plan.info, **row}
 
 
@@ -627,15 +558,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the comparison; the hidden ``_serve-*`` roles are this file run as a server."""
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["_serve-triton"]:
-        serve_triton(int(argv[1]), argv[2])
-        return 0
-    if argv[:1] == ["_serve-starlette"]:
-        serve_starlette(int(argv[1]))
-        return 0
-    args = parse_args(argv)
+    """Run the comparison, one server after another, each stopped whole before the next."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     atexit.register(stop_all)
     signal.signal(signal.SIGTERM, _raise_on_signal)
     signal.signal(signal.SIGHUP, _raise_on_signal)
@@ -687,93 +611,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print_table(report)
     return 0
-
-
-# --------------------------------------------------------------------------- server roles
-
-
-def serve_triton(port: int, workspace: str) -> None:
-    """PyTriton's ``noop``: Triton's dynamic batcher in front of an identity function.
-
-    Runs in the PyTriton venv (Python 3.12), so it imports only what that venv has.
-    gRPC and metrics are off: only HTTP is measured, and fewer ports means fewer clashes.
-    """
-    import numpy as np
-    from pytriton.decorators import batch
-    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-    from pytriton.triton import Triton, TritonConfig
-
-    @batch
-    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
-        return {"output": inputs["input"]}
-
-    def interrupt(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt  # serve() stops Triton in order on this, and on nothing else
-
-    signal.signal(signal.SIGTERM, interrupt)
-
-    config = TritonConfig(
-        http_address="127.0.0.1",
-        http_port=port,
-        allow_grpc=False,
-        allow_metrics=False,
-        exit_timeout_secs=5,
-    )
-    with Triton(config=config, workspace=workspace) as triton:
-        triton.bind(
-            model_name=MODEL,
-            infer_func=infer,
-            inputs=[Tensor(name="input", dtype=np.float32, shape=(4,))],
-            outputs=[Tensor(name="output", dtype=np.float32, shape=(4,))],
-            config=ModelConfig(
-                max_batch_size=MAX_BATCH,
-                batcher=DynamicBatcher(max_queue_delay_microseconds=MAX_QUEUE_DELAY_US),
-            ),
-        )
-        triton.serve()
-
-
-def serve_starlette(port: int) -> None:
-    """The ceiling: parse the v2 request, echo its data as a fixed [1, 4] FP32 output.
-
-    No batching, no model, no thread hop: what is left is uvicorn, Starlette and JSON.
-    """
-    import uvicorn
-    from starlette import __version__ as starlette_version
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse, Response
-    from starlette.routing import Route
-
-    async def infer(request: Request) -> Response:
-        data = json.loads(await request.body())["inputs"][0]["data"]
-        return JSONResponse(
-            {
-                "model_name": MODEL,
-                "model_version": "1",
-                "outputs": [{"name": "output", "datatype": "FP32", "shape": [1, 4], "data": data}],
-            }
-        )
-
-    async def ready(_request: Request) -> Response:
-        return Response(status_code=200)
-
-    async def meta(_request: Request) -> Response:
-        return JSONResponse(
-            {
-                "name": "starlette-echo",
-                "version": f"starlette {starlette_version} uvicorn {uvicorn.__version__}",
-            }
-        )
-
-    app = Starlette(
-        routes=[
-            Route(INFER_PATH, infer, methods=["POST"]),
-            Route(READY_PATH, ready),
-            Route("/v2", meta),
-        ]
-    )
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ import numpy as np
 
 from benchmarks.peers.harness import Outcome, RunTrace, SearchSettings, evaluate
 from benchmarks.peers.model import DEFAULT_MODEL, export_model, probe_body
-from benchmarks.peers.procs import ServerProcess, free_port, log, stop_all
+from benchmarks.peers.procs import free_port, launched_peer, log, stop_all
 from benchmarks.peers.registry import SYSTEMS
 from benchmarks.peers.systems import Knobs, ModelFiles, System
 from benchmarks.peers.venvs import CACHE
@@ -113,16 +113,17 @@ def serving(
     workdir.mkdir()
     port = free_port()
     launch = system.launch(model, knobs, port, threads, workdir)
-    server = ServerProcess(system.name, launch, cpus, port, work / f"{tag}.log")
-    try:
-        server.start()
-        ready = server.wait_ready(model.name, probe_body(model), READY_TIMEOUT_S)
-        log(f"{system.name} {dict(knobs)} ready in {ready:.1f} s ({server.log_path})")
+    log_path = work / f"{tag}.log"
+    body = probe_body(model)
+    with launched_peer(
+        system.name, launch, cpus, port, log_path, model.name, body, READY_TIMEOUT_S
+    ) as server:
+        log(f"{system.name} {dict(knobs)} ready in {server.ready_s:.1f} s ({log_path})")
 
         def run(trace: Trace) -> Metrics:
             result = asyncio.run(
                 run_load(
-                    server.base, model.name, trace, encoding="json",
+                    server.url, model.name, trace, encoding="json",
                     slo_parameters=system.request_parameters, grace_s=grace_s,
                 )
             )  # fmt: skip
@@ -131,8 +132,6 @@ def serving(
 
         run(warmup)
         yield run
-    finally:
-        server.stop()
 
 
 def same_loads(

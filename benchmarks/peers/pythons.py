@@ -9,7 +9,7 @@ why these helpers look for such an interpreter explicitly and ``ldd`` the binari
 before anything is started.
 
 Only the standard library is used (plus ``venvs.run_logged``), so this module also
-imports in a PyTriton venv: ``serve_noop.py`` runs itself there as the server.
+imports in a PyTriton venv.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 
 from benchmarks.peers.model import DEFAULT_MODEL, export_model, probe_body
-from benchmarks.peers.procs import ServerProcess, free_port, group_alive, log, stop_all
+from benchmarks.peers.procs import free_port, group_alive, launched_peer, log, stop_all
 from benchmarks.peers.registry import SYSTEMS
 
 
@@ -55,24 +55,24 @@ def main() -> int:
     run_dir = work / "run"
     run_dir.mkdir()
     launch = system.launch(model, knobs, port, 1, run_dir)
-    server = ServerProcess(system.name, launch, args.cpus, port, work / "server.log")
+    log_path = work / "server.log"
     try:
-        server.start()
-        ready = server.wait_ready(model.name, probe_body(model), 180)
-        log(f"ready in {ready:.1f} s with {dict(knobs)}")
-        body = probe_body(model, system.request_parameters(100.0))
-        url = f"{server.base}/v2/models/{model.name}/infer"
-        out = asyncio.run(burst(url, [body] * args.requests))
-        print("statuses:", dict(collections.Counter(s for s, _, _ in out)))
-        lat = sorted(t for _, _, t in out)
-        print(f"latency p50 {lat[len(lat) // 2] * 1e3:.1f} ms, max {lat[-1] * 1e3:.1f} ms")
-        first = json.loads(out[0][1])
-        print("answer:", json.dumps(first)[:300])
-        pgid = server.proc.pid if server.proc else -1
+        with launched_peer(
+            system.name, launch, args.cpus, port, log_path, model.name, probe_body(model), 180
+        ) as server:
+            log(f"ready in {server.ready_s:.1f} s with {dict(knobs)}")
+            body = probe_body(model, system.request_parameters(100.0))
+            url = f"{server.url}/v2/models/{model.name}/infer"
+            out = asyncio.run(burst(url, [body] * args.requests))
+            print("statuses:", dict(collections.Counter(s for s, _, _ in out)))
+            lat = sorted(t for _, _, t in out)
+            print(f"latency p50 {lat[len(lat) // 2] * 1e3:.1f} ms, max {lat[-1] * 1e3:.1f} ms")
+            first = json.loads(out[0][1])
+            print("answer:", json.dumps(first)[:300])
     finally:
         stop_all()
-    print("group left after stop:", group_alive(pgid))
-    print("server log:", server.log_path)
+    print("group left after stop:", group_alive(server.pgid))
+    print("server log:", log_path)
     return 0
 
 

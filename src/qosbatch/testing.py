@@ -15,13 +15,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -31,6 +27,7 @@ from qosbatch.core.requests import RecordTable, Request
 from qosbatch.engine.queue import ModelQueue
 from qosbatch.latency import AmdahlModel
 from qosbatch.latency.table import LatencyTable
+from qosbatch.launch import Launched, running
 from qosbatch.workloads import arrivals
 from qosbatch.workloads.trace import Trace
 
@@ -172,36 +169,23 @@ def running_server(
 ) -> Iterator[str]:
     """Run ``qosbatch ARGS`` (``serve ...`` or ``deploy ...``) as a child; yield its URL.
 
-    The URL is read from the banner the command prints once it serves; the child
-    gets SIGTERM (its drain) on the way out, and SIGKILL if it does not exit.
+    The URL is read from the banner the command prints once it serves (so ``--port 0``
+    works); the child gets SIGTERM (its drain) on the way out, and its whole process
+    group SIGKILL if it does not exit (``qosbatch.launch.running``).
     ``env``: the child's environment (a ``PYTHONPATH`` runs another source tree);
     ``cpus``: the child, and the workers it starts, run on these CPUs only.
     """
     cmd = [sys.executable, "-c", "from qosbatch.cli import main; main()", *map(str, args)]
-    pin = None if cpus is None else partial(os.sched_setaffinity, 0, tuple(cpus))
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, preexec_fn=pin
-    )
-    try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + timeout_s
-        url = None
-        for line in proc.stdout:
-            if "serving on http://" in line:
-                url = "http://" + line.split("serving on http://")[1].split()[0]
-                break
-            if time.monotonic() > deadline:
-                break
-        if url is None:
-            raise RuntimeError(f"qosbatch {' '.join(map(str, args))} did not start")
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    name = f"qosbatch {' '.join(map(str, args))}"
+    with running(name, cmd, _banner_url, timeout_s, env=env, cpus=cpus, grace_s=90.0) as server:
+        assert server.url is not None
+        yield server.url
+
+
+def _banner_url(server: Launched) -> str | None:
+    """The URL of ``qosbatch: serving on http://HOST:PORT ...``, once printed."""
+    _, found, rest = server.log_text().partition("serving on http://")
+    return "http://" + rest.split()[0] if found and rest.split() else None
 
 
 class FakeWorker:
