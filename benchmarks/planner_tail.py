@@ -20,7 +20,7 @@ import statistics
 import time
 
 from qosbatch.planner.calibrate import calibrate, tail_factors
-from qosbatch.planner.capacity import TAIL_FACTORS
+from qosbatch.planner.targets import TAIL_FACTORS
 
 
 def main() -> None:

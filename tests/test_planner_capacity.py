@@ -7,13 +7,8 @@ import pytest
 
 from qosbatch.core.errors import UserError
 from qosbatch.core.requests import REJECTED
-from qosbatch.planner.capacity import (
-    Curve,
-    DeterministicKappa,
-    Target,
-    default_queue_capacity,
-    tail_factor,
-)
+from qosbatch.planner.capacity import Curve, DeterministicKappa, default_queue_capacity
+from qosbatch.planner.targets import Target, tail_factor
 from qosbatch.policies.registry import parse_policy
 from qosbatch.queueing import KappaTable, ServiceTime, max_rate, solve
 from qosbatch.sim.kernel import Deployment, simulate

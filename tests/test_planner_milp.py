@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from qosbatch.core.errors import UserError
-from qosbatch.planner.capacity import Target
 from qosbatch.planner.catalogue import NodeType
 from qosbatch.planner.milp import allocate, first_fit
 from qosbatch.planner.options import BatchSetting, Demand, Option, prune_dominated
+from qosbatch.planner.targets import Target
 
 GIB = 2**30
 

@@ -53,27 +53,48 @@ def deploy(
         return
     if plan is None:
         raise UserError("give a plan file (or --status / --shutdown)")
-    from qosbatch.deploy.layout import check_fits, describe, read_layout
+    from qosbatch.deploy.layout import check_fits, read_layout
 
     layout = read_layout(plan)
     configs = _configs(layout)
     if dry_run:
-        for d in layout:
-            typer.echo(
-                f"{d.model}: {d.replicas} replica(s) x {d.cores} core(s), policy {d.policy}, "
-                f"SLO {d.slo_ms:g} ms, ~{d.memory_mib:.0f} MiB each"
-            )
-        typer.echo(f"in all: {sum(d.replicas * d.cores for d in layout)} CPUs")
-        if address is None:
-            check_fits(layout, float(cpus or len(os.sched_getaffinity(0))), 0.0)
-            typer.echo("fits this machine")
+        _dry_run(layout, address, cpus)
         return
     if address is None:
         have = len(os.sched_getaffinity(0))
         check_fits(layout, float(cpus or have), 0.0)  # before Ray starts
+    _run_on_ray(layout, configs, address, cpus, host, port, max_queue)
+
+
+def _dry_run(layout: Any, address: str | None, cpus: int | None) -> None:
+    """What would be deployed, and whether it fits this machine (when no cluster is given)."""
+    from qosbatch.deploy.layout import check_fits
+
+    for d in layout:
+        typer.echo(
+            f"{d.model}: {d.replicas} replica(s) x {d.cores} core(s), policy {d.policy}, "
+            f"SLO {d.slo_ms:g} ms, ~{d.memory_mib:.0f} MiB each"
+        )
+    typer.echo(f"in all: {sum(d.replicas * d.cores for d in layout)} CPUs")
+    if address is None:
+        check_fits(layout, float(cpus or len(os.sched_getaffinity(0))), 0.0)
+        typer.echo("fits this machine")
+
+
+def _run_on_ray(
+    layout: Any,
+    configs: list[Any],
+    address: str | None,
+    cpus: int | None,
+    host: str,
+    port: int,
+    max_queue: int,
+) -> None:
+    """Start (or join) Ray, run the application until a signal, and take it down again."""
     import ray
     from ray import serve
 
+    from qosbatch.deploy.layout import check_fits, describe
     from qosbatch.deploy.ray_app import build_application
 
     if address is None:
@@ -90,14 +111,7 @@ def deploy(
         _warm_up(host, port, [d.model for d in layout])
         typer.echo(f"qosbatch: deployed {describe(layout)}")
         typer.echo(f"qosbatch: serving on http://{host}:{port} (Ctrl-C or SIGTERM stops it)")
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        stop.wait()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            # A signal sent twice (a wrapper forwarding it, say) must not cut the shutdown
-            # short: that once left this process spinning with Ray half stopped.
-            signal.signal(sig, signal.SIG_IGN)
+        _wait_for_stop()
         typer.echo("qosbatch: shutting the application down")
     finally:
         if address is not None:  # a shared cluster: remove our application only
@@ -105,6 +119,18 @@ def deploy(
         # The local Ray this command started goes with it, Serve and replicas included.
         # (serve.shutdown() first waited 30 s for its controller and then hung.)
         ray.shutdown()
+
+
+def _wait_for_stop() -> None:
+    """Block until SIGINT or SIGTERM; a second one then is ignored."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # A signal sent twice (a wrapper forwarding it, say) must not cut the shutdown
+        # short: that once left this process spinning with Ray half stopped.
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _warm_up(host: str, port: int, models: list[str]) -> None:

@@ -67,13 +67,13 @@ def recommend(
     node never profiled is predicted from flops*p/c and marked so).
     """
     from qosbatch.core.profile import load_profile
-    from qosbatch.planner.capacity import Target
     from qosbatch.planner.files import load_catalogue
     from qosbatch.planner.options import Demand
     from qosbatch.planner.plan import PlannerSettings
     from qosbatch.planner.recommend import profiled_catalogue
     from qosbatch.planner.recommend import recommend as cheapest
     from qosbatch.planner.service import ModelService
+    from qosbatch.planner.targets import Target
 
     if rate <= 0:
         raise UserError(f"--rate must be > 0 requests per second, got {rate:g}")

@@ -5,184 +5,138 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from qosbatch.cli import app
 from qosbatch.core.errors import UserError
 
+if TYPE_CHECKING:  # the command imports these when it runs: `qosbatch --help` stays quick
+    from qosbatch.serve.server import ServerConfig
+
 DEFAULT_SLO = "500ms"
+
+
+# serve's options, one alias each, so that the command's signature reads as a list of flags.
+_Models = Annotated[
+    list[str] | None,
+    typer.Option(help="Zoo name, .onnx/.pt2/TorchScript file or module:factory; repeatable."),
+]
+_Plan = Annotated[
+    Path | None,
+    typer.Option(help="Serve what a 'qosbatch plan' file puts on one node (see --node)."),
+]
+_Node = Annotated[str | None, typer.Option(help="The plan's node to serve (default: its first).")]
+_Policy = Annotated[
+    str,
+    typer.Option(
+        help="Policy spec, e.g. slo or dynamic:max_batch_size=16; your own as "
+        "module:Class[:knob=value,...] (checked before use)."
+    ),
+]
+_Slo = Annotated[str, typer.Option(help="Default latency budget of a request that brings none.")]
+_Profiles = Annotated[
+    list[Path] | None,
+    typer.Option(help="A served model's profile JSON (else a short calibration); repeatable."),
+]
+_Host = Annotated[str, typer.Option(help="Address to bind (loopback unless told).")]
+_Port = Annotated[int, typer.Option(help="TCP port (0: any free one, printed).")]
+_Cores = Annotated[
+    int | None, typer.Option(help="Cores for all models together (default: all), split evenly.")
+]
+_Workers = Annotated[int, typer.Option(help="Worker processes (replicas) per model.")]
+_ShareCores = Annotated[
+    bool,
+    typer.Option(
+        help="All models draw every batch's cores from one pool of --cores, instead of "
+        "each owning its share: the division follows the load."
+    ),
+]
+_Backend = Annotated[str, typer.Option(help="torch or onnx.")]
+_Device = Annotated[str, typer.Option(help="cpu or cuda.")]
+_InputShape = Annotated[
+    str | None, typer.Option(help="One sample's shape, for files that do not say it.")
+]
+_MaxBatch = Annotated[int, typer.Option(help="Most requests in one batch.")]
+_MaxQueue = Annotated[int, typer.Option(help="Waiting requests per model before new ones get 503.")]
+_MaxBodyMb = Annotated[float, typer.Option(help="Largest request body, in MiB.")]
+_MaxInFlight = Annotated[
+    int,
+    typer.Option(
+        help="Infer requests being read or waiting at once (all models); past it, 503 "
+        "before the body is read."
+    ),
+]
+_DrainTimeout = Annotated[
+    float, typer.Option(help="Seconds a SIGTERM waits for accepted requests.")
+]
+_Seed = Annotated[int, typer.Option(help="Seed of the policies' randomness.")]
+_Records = Annotated[
+    Path | None,
+    typer.Option(
+        help="Write one JSON line per answered request to this file (.jsonl); "
+        "`qosbatch simulate --trace FILE` replays it."
+    ),
+]
 
 
 @app.command()
 def serve(
-    model: Annotated[
-        list[str] | None,
-        typer.Option(help="Zoo name, .onnx/.pt2/TorchScript file or module:factory; repeatable."),
-    ] = None,
-    plan: Annotated[
-        Path | None,
-        typer.Option(help="Serve what a 'qosbatch plan' file puts on one node (see --node)."),
-    ] = None,
-    node: Annotated[
-        str | None, typer.Option(help="The plan's node to serve (default: its first).")
-    ] = None,
-    policy: Annotated[
-        str,
-        typer.Option(
-            help="Policy spec, e.g. slo or dynamic:max_batch_size=16; your own as "
-            "module:Class[:knob=value,...] (checked before use)."
-        ),
-    ] = "slo",
-    slo: Annotated[
-        str, typer.Option(help="Default latency budget of a request that brings none.")
-    ] = DEFAULT_SLO,
-    profile: Annotated[
-        list[Path] | None,
-        typer.Option(help="A served model's profile JSON (else a short calibration); repeatable."),
-    ] = None,
-    host: Annotated[
-        str, typer.Option(help="Address to bind (loopback unless told).")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port (0: any free one, printed).")] = 8000,
-    cores: Annotated[
-        int | None, typer.Option(help="Cores for all models together (default: all), split evenly.")
-    ] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes (replicas) per model.")] = 1,
-    share_cores: Annotated[
-        bool,
-        typer.Option(
-            help="All models draw every batch's cores from one pool of --cores, instead of "
-            "each owning its share: the division follows the load."
-        ),
-    ] = False,
-    backend: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    input_shape: Annotated[
-        str | None, typer.Option(help="One sample's shape, for files that do not say it.")
-    ] = None,
-    max_batch: Annotated[int, typer.Option(help="Most requests in one batch.")] = 128,
-    max_queue: Annotated[
-        int, typer.Option(help="Waiting requests per model before new ones get 503.")
-    ] = 10_000,
-    max_body_mb: Annotated[float, typer.Option(help="Largest request body, in MiB.")] = 64.0,
-    max_in_flight: Annotated[
-        int,
-        typer.Option(
-            help="Infer requests being read or waiting at once (all models); past it, 503 "
-            "before the body is read."
-        ),
-    ] = 1024,
-    drain_timeout: Annotated[
-        float, typer.Option(help="Seconds a SIGTERM waits for accepted requests.")
-    ] = 30.0,
-    seed: Annotated[int, typer.Option(help="Seed of the policies' randomness.")] = 0,
-    records: Annotated[
-        Path | None,
-        typer.Option(
-            help="Write one JSON line per answered request to this file (.jsonl); "
-            "`qosbatch simulate --trace FILE` replays it."
-        ),
-    ] = None,
+    model: _Models = None,
+    plan: _Plan = None,
+    node: _Node = None,
+    policy: _Policy = "slo",
+    slo: _Slo = DEFAULT_SLO,
+    profile: _Profiles = None,
+    host: _Host = "127.0.0.1",
+    port: _Port = 8000,
+    cores: _Cores = None,
+    workers: _Workers = 1,
+    share_cores: _ShareCores = False,
+    backend: _Backend = "torch",
+    device: _Device = "cpu",
+    input_shape: _InputShape = None,
+    max_batch: _MaxBatch = 128,
+    max_queue: _MaxQueue = 10_000,
+    max_body_mb: _MaxBodyMb = 64.0,
+    max_in_flight: _MaxInFlight = 1024,
+    drain_timeout: _DrainTimeout = 30.0,
+    seed: _Seed = 0,
+    records: _Records = None,
 ) -> None:
     """Serve models over the Open Inference Protocol (KServe v2, as Triton) with an SLO policy.
 
     Every request ends in a result, a 429 with the reason it was shed, or an error
     with its cause. SIGTERM drains: new requests get 503, accepted ones are answered.
     """
-    from qosbatch.core.profile import load_profile
+    from qosbatch.cli.serve_setup import (
+        check_limits,
+        core_counts,
+        given_profiles,
+        model_configs,
+        refuse_foreign_agents,
+        wanted_models,
+    )
     from qosbatch.core.units import duration_ms
-    from qosbatch.engine.queue import split_evenly
     from qosbatch.models.backends import check_backend
-    from qosbatch.models.loading import ModelRef, parse_shape, resolve_model
-    from qosbatch.planner.files import read_plan_models
-    from qosbatch.policies.registry import PolicySpec, parse_policy
+    from qosbatch.models.loading import parse_shape
+    from qosbatch.policies.registry import parse_policy
     from qosbatch.profiling.pinning import available_cores
-    from qosbatch.serve.server import ModelConfig, ServerConfig, bind
-    from qosbatch.serve.server import serve as run_server
+    from qosbatch.serve.server import ServerConfig
     from qosbatch.sim.check import checked
 
     check_backend(backend, device)
     spec = checked(parse_policy(policy))
     slo_s = duration_ms(slo, "--slo") / 1e3
-    for name, value, low in (
-        ("--max-batch", max_batch, 1),
-        ("--max-queue", max_queue, 1),
-        ("--max-in-flight", max_in_flight, 1),
-    ):
-        if value < low:
-            raise UserError(f"{name} must be >= {low}, got {value}")
-    if not max_body_mb > 0:
-        raise UserError(f"--max-body-mb must be > 0, got {max_body_mb}")
-    if not 0 <= port <= 65535:
-        raise UserError(f"--port must be 0 to 65535, got {port}")
-    if records is not None and not records.parent.is_dir():
-        raise UserError(f"--records: no directory {records.parent} to write {records.name} in")
+    check_limits(max_batch, max_queue, max_in_flight, max_body_mb, port, records)
     shape = parse_shape(input_shape) if input_shape else None
-    # (model ref, policy spec, SLO in seconds, cores, workers), from the flags or the plan
-    wanted: list[tuple[ModelRef, PolicySpec, float, int | None, int]] = []
-    if plan is not None:
-        if model:
-            raise UserError("give --model or --plan, not both")
-        for a in read_plan_models(plan, node):
-            ref = resolve_model(a.model, shape)
-            spec_of_plan = checked(parse_policy(a.policy))
-            wanted.append((ref, spec_of_plan, a.slo_ms / 1e3, sum(a.replica_cores),
-                           len(a.replica_cores)))  # fmt: skip
-    elif model:
-        if node is not None:
-            raise UserError("--node picks a node of --plan; there is no plan")
-        wanted = [(resolve_model(m, shape), spec, slo_s, None, workers) for m in model]
-    else:
-        raise UserError("give --model (repeatable) or --plan")
-    refs = [w[0] for w in wanted]
-    for ref, pspec, *_ in wanted:  # an agent trained for another model: refuse before loading
-        if pspec.name == "rl":
-            from qosbatch.policies.learned import check_trained_for, read_info
-
-            agent = pspec.params["agent"]
-            check_trained_for(agent, read_info(agent), ref.name)
-    profiles = {}
-    for path in profile or []:
-        p = load_profile(path)
-        if p.model.name not in {r.name for r in refs}:
-            raise UserError(f"{path} profiles {p.model.name!r}, which is not served here")
-        profiles[p.model.name] = p
+    wanted = wanted_models(model, plan, node, shape, spec, slo_s, workers)
+    refuse_foreign_agents(wanted)
+    profiles = given_profiles(profile or [], {w.ref.name for w in wanted})
     cpus = available_cores()
-    if plan is not None:
-        total = sum(w[3] or 0 for w in wanted)
-        if total > len(cpus):
-            raise UserError(
-                f"the plan puts {total} cores on this node; this machine lets us use {len(cpus)}"
-            )
-        counts = [w[3] or 0 for w in wanted]
-    else:
-        total = len(cpus) if cores is None else cores
-        if not len(refs) <= total <= len(cpus):
-            raise UserError(
-                f"--cores must be between {len(refs)} (one per model) and the {len(cpus)} "
-                f"this machine lets us use, got {total}"
-            )
-        counts = [total] * len(refs) if share_cores else split_evenly(total, len(refs))
-    if share_cores and plan is not None:
-        raise UserError("--share-cores divides --cores at run time; a plan fixes each model's")
-    configs, at = [], 0
-    for (ref, pspec, budget_s, _, n_workers), n in zip(wanted, counts, strict=True):
-        configs.append(
-            ModelConfig(
-                ref,
-                pspec,
-                budget_s,
-                tuple(cpus[at : at + n]),
-                n_workers,
-                backend,
-                device,
-                profiles.get(ref.name),
-                max_batch,
-            )
-        )
-        at += 0 if share_cores else n
+    counts = core_counts(wanted, plan is not None, cores, share_cores, cpus)
+    configs = model_configs(wanted, counts, cpus, share_cores, backend, device, profiles, max_batch)
     config = ServerConfig(
         tuple(configs),
         max_queue=max_queue,
@@ -193,12 +147,20 @@ def serve(
         max_in_flight=max_in_flight,
         records=str(records) if records is not None else None,
     )
+    _run(config, host, port)
+
+
+def _run(config: ServerConfig, host: str, port: int) -> None:
+    """Bind, print the models and the URL once serving, and serve until drained."""
+    from qosbatch.serve.server import bind
+    from qosbatch.serve.server import serve as run_server
+
     logging.basicConfig(level=logging.INFO, format="qosbatch: %(message)s")
     sock = bind(host, port)
     bound = sock.getsockname()[1]
 
     def ready(server: object) -> None:
-        for m in configs:
+        for m in config.models:
             typer.echo(
                 f"qosbatch: {m.ref.name}: policy {m.policy.label}, SLO {m.slo_s * 1e3:g} ms, "
                 f"{len(m.cpus)} core(s) {list(m.cpus)}, {m.workers} worker(s)"

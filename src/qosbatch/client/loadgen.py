@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -129,69 +129,125 @@ async def run_load(
     connector = aiohttp.TCPConnector(limit=max_connections)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=5.0)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        name, datatype, shape = await _input_spec(session, url, model)
-        rng = np.random.default_rng(0)
-        sample = rng.standard_normal(shape).astype(DATATYPES[datatype])
-        raw = sample.tobytes()
-        data = sample.reshape(-1).tolist()
-        n = len(trace)
-        times = trace.time_s.tolist()
-        slos = trace.slo_ms.tolist()
-        done_s = [math.nan] * n
-        status = [0] * n
-        reason = [""] * n
-        batch = [0] * n
+        encode = _encoder(*await _input_spec(session, url, model), encoding, slo_parameters)
+        outcomes = _Outcomes.of(len(trace))
         loop = asyncio.get_running_loop()
         start = loop.time() + 0.05
         infer = f"{url}/v2/models/{model}/infer"
-
-        def request(i: int) -> tuple[bytes, dict[str, str]]:
-            parameters = slo_parameters(slos[i])
-            if encoding == "json":
-                body = _json_body(name, datatype, shape, data, parameters)
-                return body, {"content-type": "application/json"}
-            head = _header(name, datatype, shape, len(raw), parameters)
-            return head + raw, {HEADER_LENGTH: str(len(head)), "content-type": BINARY_CONTENT_TYPE}
+        slos = trace.slo_ms.tolist()
 
         async def one(i: int) -> None:
-            body, headers = request(i)
-            try:
-                async with session.post(infer, data=body, headers=headers) as r:
-                    body = await r.read()
-                    done_s[i] = loop.time() - start
-                    status[i] = r.status
-                    if r.status == 200:
-                        try:
-                            size = int(r.headers.get(HEADER_LENGTH, len(body)))
-                            batch[i] = _batch_size(body, size)
-                        except ValueError:
-                            status[i] = 0  # a 200 that is not a v2 answer is no answer
-                            reason[i] = f"{ERROR_PREFIX}unreadable answer: {body[:120]!r}"
-                    else:
-                        reason[i] = _reason(r.status, body)
-            except aiohttp.ClientError as exc:
-                done_s[i] = loop.time() - start
-                reason[i] = f"{ERROR_PREFIX}{type(exc).__name__}: {exc}"
+            await outcomes.post(session, infer, i, *encode(slos[i]), lambda: loop.time() - start)
 
-        tasks = []
-        for i, t in enumerate(times):
-            delay = start + t - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(loop.create_task(one(i)))
-            if progress is not None and i % 256 == 0:
-                progress(i, n)
-        _, pending = await asyncio.wait(tasks, timeout=grace_s) if tasks else (set(), set())
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await _send_open_loop(trace.time_s.tolist(), one, start, grace_s, progress)
         wall = loop.time() - start
-    for i in range(n):
-        if math.isnan(done_s[i]):
-            done_s[i] = wall
-            reason[i] = f"{ERROR_PREFIX}no answer within {grace_s:g} s of the last send"
-    errors = sum(1 for r in reason if r.startswith(ERROR_PREFIX))
-    return LoadResult(_records(trace, model, done_s, status, reason, batch), errors, wall)
+    outcomes.unanswered(wall, grace_s)
+    errors = sum(1 for r in outcomes.reason if r.startswith(ERROR_PREFIX))
+    return LoadResult(outcomes.records(trace, model), errors, wall)
+
+
+Request = tuple[bytes, dict[str, str]]  # a body and its headers
+
+
+def _encoder(
+    name: str,
+    datatype: str,
+    shape: list[int],
+    encoding: Encoding,
+    slo_parameters: SloParameters,
+) -> Callable[[float], Request]:
+    """One request for a budget (ms): the same random sample every time, in ``encoding``."""
+    sample = np.random.default_rng(0).standard_normal(shape).astype(DATATYPES[datatype])
+    raw = sample.tobytes()
+    data = sample.reshape(-1).tolist()
+
+    def request(slo_ms: float) -> Request:
+        parameters = slo_parameters(slo_ms)
+        if encoding == "json":
+            body = _json_body(name, datatype, shape, data, parameters)
+            return body, {"content-type": "application/json"}
+        head = _header(name, datatype, shape, len(raw), parameters)
+        return head + raw, {HEADER_LENGTH: str(len(head)), "content-type": BINARY_CONTENT_TYPE}
+
+    return request
+
+
+async def _send_open_loop(
+    times: list[float],
+    one: Callable[[int], Coroutine[Any, Any, None]],
+    start: float,
+    grace_s: float,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Start request ``i`` at ``start + times[i]`` whatever came back; cancel the rest at the end.
+
+    What is still in flight ``grace_s`` after the last send is cancelled (no answer).
+    """
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Task[None]] = []
+    for i, t in enumerate(times):
+        delay = start + t - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(loop.create_task(one(i)))
+        if progress is not None and i % 256 == 0:
+            progress(i, len(times))
+    _, pending = await asyncio.wait(tasks, timeout=grace_s) if tasks else (set(), set())
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
+@dataclass
+class _Outcomes:
+    """What became of each request, by index: every send writes its own slot."""
+
+    done_s: list[float]  # since the run's start; NaN: no answer yet
+    status: list[int]  # HTTP status; 0: none (a connection error or an unreadable 200)
+    reason: list[str]
+    batch: list[int]  # the batch the server says it ran in; 0: not said
+
+    @classmethod
+    def of(cls, n: int) -> _Outcomes:
+        return cls([math.nan] * n, [0] * n, [""] * n, [0] * n)
+
+    async def post(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        i: int,
+        body: bytes,
+        headers: dict[str, str],
+        now: Callable[[], float],
+    ) -> None:
+        """Send request ``i`` and record its answer, or why there was none."""
+        try:
+            async with session.post(url, data=body, headers=headers) as r:
+                answer = await r.read()
+                self.done_s[i] = now()
+                self.status[i] = r.status
+                if r.status != 200:
+                    self.reason[i] = _reason(r.status, answer)
+                    return
+                try:
+                    size = int(r.headers.get(HEADER_LENGTH, len(answer)))
+                    self.batch[i] = _batch_size(answer, size)
+                except ValueError:
+                    self.status[i] = 0  # a 200 that is not a v2 answer is no answer
+                    self.reason[i] = f"{ERROR_PREFIX}unreadable answer: {answer[:120]!r}"
+        except aiohttp.ClientError as exc:
+            self.done_s[i] = now()
+            self.reason[i] = f"{ERROR_PREFIX}{type(exc).__name__}: {exc}"
+
+    def unanswered(self, wall_s: float, grace_s: float) -> None:
+        """Requests cancelled at the end: an error at the run's end."""
+        for i, done in enumerate(self.done_s):
+            if math.isnan(done):
+                self.done_s[i] = wall_s
+                self.reason[i] = f"{ERROR_PREFIX}no answer within {grace_s:g} s of the last send"
+
+    def records(self, trace: Trace, model: str) -> RecordTable:
+        return _records(trace, model, self.done_s, self.status, self.reason, self.batch)
 
 
 def _reason(status: int, body: bytes) -> str:

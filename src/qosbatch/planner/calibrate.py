@@ -1,6 +1,6 @@
 """Calibrating the tail factor tau_q against the simulator.
 
-The planner predicts a percentile as L_q = S_q + tau_q * w_q (capacity.py). For
+The planner predicts a percentile as L_q = S_q + tau_q * w_q (capacity.py, targets.py). For
 a scenario (a latency law, its spread, a max batch b and an SLO), the simulator
 gives the *simulated capacity*: the highest Poisson rate at which the q-th
 percentile of latency stays within the SLO, with the dynamic batcher
@@ -31,7 +31,8 @@ import numpy as np
 from qosbatch.core.requests import REJECTED
 from qosbatch.latency import AmdahlModel
 from qosbatch.latency.table import LatencyTable
-from qosbatch.planner.capacity import OPTIMISM_TOLERANCE, Curve, default_queue_capacity
+from qosbatch.planner.capacity import Curve, default_queue_capacity
+from qosbatch.planner.targets import OPTIMISM_TOLERANCE
 from qosbatch.policies.registry import parse_policy
 from qosbatch.sim.kernel import Deployment, simulate
 from qosbatch.workloads import arrivals

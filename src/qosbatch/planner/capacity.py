@@ -28,7 +28,8 @@ latency against rate comes from the M/G(a,b)/1/N queueing model
   at light load it overstates the wait (tau* ~ 0.7), near saturation the
   model's queue-length tail is lighter than the simulated one (tau* up to 2-5);
   one factor cannot fit both, and the calibrated one errs on the safe side
-  except within a few percent (docs/planner.md has the spread).
+  except within a few percent (docs/planner.md has the spread). The target, the
+  tail factors and the quantile helpers are in ``qosbatch.planner.targets``.
 
 Speed: a node type t scales every service time by a factor f, and a queue whose
 times all scale by f at rate lam behaves like the unscaled queue at rate f*lam
@@ -42,7 +43,6 @@ Pure numpy/scipy.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,19 +50,14 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 from scipy import special
-from scipy.stats import norm
 
-from qosbatch.core.errors import UserError
+from qosbatch.planner.targets import (
+    exponential_wait_quantile,
+    lognormal_quantile_factor,
+    tail_factor,
+)
 from qosbatch.queueing import KappaTable, QueueResult, ServiceTime, solve_many
 
-# tau_q of L_q = S_q + tau_q * w_q. Calibrated by benchmarks/planner_tail.py
-# (qosbatch.planner.calibrate.calibrate_tail_factors) against the simulator; see
-# docs/planner.md for the grid and the date. Percentiles between these interpolate
-# in log(1 - q).
-TAIL_FACTORS: dict[float, float] = {90.0: 1.40, 95.0: 1.45, 99.0: 1.65}
-# The calibration lets a predicted percentile capacity exceed the simulated one by this
-# share (see calibrate.tail_factors); plans carry as much headroom by default.
-OPTIMISM_TOLERANCE = 0.03
 DEFAULT_EPS = 1e-3  # largest blocking probability (share of requests refused) a replica may have
 # Spreads (cv) up to this are served as deterministic in the queueing model: the mean wait
 # grows by (1 + cv^2) / 2 over the deterministic one's 1/2 (Pollaczek-Khinchine), so at 0.1
@@ -77,64 +72,6 @@ UTILISATION_GRID: tuple[float, ...] = tuple(
 
 
 CHECKS = 2  # solves that may confirm an interpolated capacity before the grid point is taken
-
-
-@dataclass(frozen=True)
-class Target:
-    """A latency objective: the mean, or a percentile, of latency at most ``slo_s``."""
-
-    slo_s: float
-    percentile: float | None = None  # None: the mean
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.slo_s) and self.slo_s > 0):
-            raise UserError(f"the SLO must be a duration > 0, got {self.slo_s} s")
-        if self.percentile is not None:
-            tail_factor(self.percentile)  # refuse an uncalibrated percentile now
-
-    @property
-    def label(self) -> str:
-        if self.percentile is None:
-            return "mean"
-        return f"p{self.percentile:g}"
-
-
-def tail_factor(percentile: float) -> float:
-    """tau_q for percentile q, interpolated in log(1 - q) between calibrated points."""
-    known = sorted(TAIL_FACTORS)
-    if not known[0] <= percentile <= known[-1]:
-        raise UserError(
-            f"percentile must be between {known[0]:g} and {known[-1]:g} "
-            f"(where the tail factor is calibrated), got {percentile:g}"
-        )
-    xs = [math.log(1 - q / 100) for q in known][::-1]  # ascending
-    ys = [TAIL_FACTORS[q] for q in known][::-1]
-    return float(np.interp(math.log(1 - percentile / 100), xs, ys))
-
-
-def lognormal_quantile_factor(cv: float, percentile: float) -> float:
-    """The q-quantile of a lognormal time over its mean, for coefficient of variation cv."""
-    if cv <= 0:
-        return 1.0
-    sigma = math.sqrt(math.log1p(cv * cv))
-    return math.exp(_normal_quantile(percentile) * sigma - sigma * sigma / 2)
-
-
-@functools.cache
-def _normal_quantile(percentile: float) -> float:
-    return float(norm.ppf(percentile / 100))
-
-
-def exponential_wait_quantile(mean_wait_s: float, waits: float, percentile: float) -> float:
-    """q-quantile of a wait that is 0 with probability 1 - ``waits``, else exponential.
-
-    The exponential's mean is ``mean_wait_s / waits``, so that the overall mean is
-    the queueing model's mean wait.
-    """
-    miss = 1.0 - percentile / 100
-    if waits <= miss or mean_wait_s <= 0:
-        return 0.0
-    return mean_wait_s / waits * math.log(waits / miss)
 
 
 def default_queue_capacity(

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_array
 
@@ -275,14 +276,7 @@ def _per_node(
     by_type = {
         t.name: [i for i, o in enumerate(options) if o.node_type.name == t.name] for t in types
     }
-    slots: list[tuple[NodeType, int]] = []  # (type, j)
-    for t in types:
-        limit = sum(_replica_bound(options[i], demands) for i in by_type[t.name])
-        if _price(t) > 0:
-            limit = min(limit, math.floor(known_cost / _price(t) + 1e-9))
-        if t.max_nodes is not None:
-            limit = min(limit, t.max_nodes)
-        slots.extend((t, j) for j in range(limit))
+    slots = _node_slots(options, demands, types, by_type, known_cost)
     var: list[tuple[int, int]] = []  # (option, slot) for each x variable
     for s, (t, _) in enumerate(slots):
         var.extend((i, s) for i in by_type[t.name])
@@ -331,13 +325,39 @@ def _per_node(
     )
     if res.x is None:
         return None
-    sol = np.round(res.x).astype(int)
-    placed: dict[int, list[int]] = {s: [] for s in range(n_z) if sol[n_x + s] > 0}
+    return _placed(np.round(res.x).astype(int), var, slots), res.status == 0
+
+
+def _node_slots(
+    options: Sequence[Option],
+    demands: Sequence[Demand],
+    types: Sequence[NodeType],
+    by_type: dict[str, list[int]],
+    known_cost: float,
+) -> list[tuple[NodeType, int]]:
+    """(type, j) for every node j the program may rent: no more of a type than could
+    hold its options' replicas, than ``known_cost`` buys, or than the type allows."""
+    slots: list[tuple[NodeType, int]] = []
+    for t in types:
+        limit = sum(_replica_bound(options[i], demands) for i in by_type[t.name])
+        if _price(t) > 0:
+            limit = min(limit, math.floor(known_cost / _price(t) + 1e-9))
+        if t.max_nodes is not None:
+            limit = min(limit, t.max_nodes)
+        slots.extend((t, j) for j in range(limit))
+    return slots
+
+
+def _placed(
+    sol: NDArray[np.int_], var: list[tuple[int, int]], slots: list[tuple[NodeType, int]]
+) -> list[PlacedNode]:
+    """The rented nodes with their replicas, read off the solution (x first, then z)."""
+    n_x = len(var)
+    placed: dict[int, list[int]] = {s: [] for s in range(len(slots)) if sol[n_x + s] > 0}
     for k, (i, s) in enumerate(var):
         if sol[k] > 0:
             placed.setdefault(s, []).extend([i] * int(sol[k]))
-    nodes = [PlacedNode(slots[s][0], tuple(reps)) for s, reps in sorted(placed.items()) if reps]
-    return nodes, res.status == 0
+    return [PlacedNode(slots[s][0], tuple(reps)) for s, reps in sorted(placed.items()) if reps]
 
 
 def _why_infeasible(

@@ -20,9 +20,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from qosbatch.planner.capacity import Curve, Target, default_queue_capacity
+from qosbatch.planner.capacity import Curve, default_queue_capacity
 from qosbatch.planner.catalogue import NodeType
 from qosbatch.planner.service import ModelService
+from qosbatch.planner.targets import Target
 
 DEFAULT_MAX_BATCHES: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
 
@@ -113,31 +114,12 @@ def enumerate_options(
         t.name: not memory_can_bind(service, t, core_counts(t), settings, usable_memory_bytes(t))
         for t in node_types
     }
-    by_cores: dict[int, dict[BatchSetting, list[tuple[NodeType, float]]]] = {}
-    for t in node_types:
-        memory = usable_memory_bytes(t)
-        for k in core_counts(t):
-            if k > t.cores or k > service.table.max_cores:
-                continue
-            factor = t.speed_factor(service.node, k)
-            for s in settings:
-                if s.b > service.table.max_batch or service.memory_bytes(s.b) > memory:
-                    continue
-                by_cores.setdefault(k, {}).setdefault(s, []).append((t, factor))
+    by_cores = _fitting(service, node_types, core_counts, settings, usable_memory_bytes)
     options: list[Option] = []
     best: dict[str, float] = {}  # node type -> most capacity of an option found so far
     for k in sorted(by_cores):
         for s in sorted(by_cores[k], key=lambda s: (-s.b, s.a)):
-            means = service.means(k, s.b)
-            top = slo / min(f for _, f in by_cores[k][s])  # the loosest threshold of the curve
-            curve = Curve(
-                means,
-                service.cvs(k, s.b),
-                s.a,
-                s.b,
-                demand.target.percentile,
-                default_queue_capacity(s.b, means[s.b], top),
-            )
+            curve = _curve(service, demand, k, s, [f for _, f in by_cores[k][s]])
             targets = [
                 (t, f)
                 for t, f in by_cores[k][s]
@@ -168,6 +150,47 @@ def enumerate_options(
     if not prune:
         return options
     return prune_dominated(options, {name for name, ok in loose.items() if ok})
+
+
+def _fitting(
+    service: ModelService,
+    node_types: Sequence[NodeType],
+    core_counts: CoreCounts,
+    settings: Sequence[BatchSetting],
+    usable_memory_bytes: Callable[[NodeType], float],
+) -> dict[int, dict[BatchSetting, list[tuple[NodeType, float]]]]:
+    """Per core count and setting, the node types it fits on, with their speed factors.
+
+    Grouped so that one curve per (cores, setting) serves every node type at once.
+    """
+    by_cores: dict[int, dict[BatchSetting, list[tuple[NodeType, float]]]] = {}
+    for t in node_types:
+        memory = usable_memory_bytes(t)
+        for k in core_counts(t):
+            if k > t.cores or k > service.table.max_cores:
+                continue
+            factor = t.speed_factor(service.node, k)
+            for s in settings:
+                if s.b > service.table.max_batch or service.memory_bytes(s.b) > memory:
+                    continue
+                by_cores.setdefault(k, {}).setdefault(s, []).append((t, factor))
+    return by_cores
+
+
+def _curve(
+    service: ModelService, demand: Demand, k: int, s: BatchSetting, factors: list[float]
+) -> Curve:
+    """The setting's curve on k cores, its queue bounded for the loosest threshold it meets."""
+    means = service.means(k, s.b)
+    top = demand.target.slo_s / min(factors)  # the loosest threshold of the curve
+    return Curve(
+        means,
+        service.cvs(k, s.b),
+        s.a,
+        s.b,
+        demand.target.percentile,
+        default_queue_capacity(s.b, means[s.b], top),
+    )
 
 
 def memory_can_bind(

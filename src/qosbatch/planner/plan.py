@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from qosbatch.core.errors import UserError
-from qosbatch.planner.capacity import OPTIMISM_TOLERANCE, Curve
+from qosbatch.planner.capacity import Curve
 from qosbatch.planner.catalogue import Catalogue, NodeType
 from qosbatch.planner.milp import TIME_LIMIT_S, Allocation, allocate
 from qosbatch.planner.options import (
@@ -32,6 +32,7 @@ from qosbatch.planner.options import (
     settings_for,
 )
 from qosbatch.planner.service import ModelService, powers_of_two
+from qosbatch.planner.targets import OPTIMISM_TOLERANCE
 
 PLAN_SCHEMA = "qosbatch.plan"
 PLAN_VERSION = 1

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from qosbatch.core.requests import ON_TIME, REJECTED
-from qosbatch.planner.capacity import Target
 from qosbatch.planner.plan import Plan
 from qosbatch.planner.service import ModelService
+from qosbatch.planner.targets import Target
 from qosbatch.policies.registry import parse_policy
 from qosbatch.sim.kernel import Deployment, simulate
 from qosbatch.workloads import arrivals

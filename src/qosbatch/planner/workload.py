@@ -21,8 +21,8 @@ from typing import Any
 
 from qosbatch.core.errors import UserError
 from qosbatch.core.units import duration_ms
-from qosbatch.planner.capacity import Target
 from qosbatch.planner.fields import Fields
+from qosbatch.planner.targets import Target
 
 _MODEL_FIELDS = ("profile", "rate", "slo", "slo_ms", "percentile", "name", "memory_gib")
 _TOP_FIELDS = ("models", "max_batch", "cores", "headroom")

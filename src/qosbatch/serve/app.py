@@ -47,23 +47,82 @@ def _error(status: int, reason: str, **extra: Any) -> Response:
 
 def build_app(server: Server) -> ASGIApp:
     """The ASGI app serving ``server``'s models."""
-    limit = server.config.max_body_bytes
-    max_in_flight = server.config.max_in_flight
-    in_flight: set[object] = set()  # infer requests between arrival and answer
-    gauge = server.telemetry.in_flight
+    return _V2Routes(server)
 
-    def lookup(request: Request) -> ServedModel:
+
+class _V2Routes:
+    """The routes of one server: KServe v2, health, ``/metrics`` and the OpenAPI document.
+
+    A handler per route, each a method. The instance is the ASGI app: a call sends
+    POST .../infer to ``infer`` directly and everything else through Starlette. (An
+    instance with an async ``__call__``, not a bound method: uvicorn tells ASGI 3 from
+    ASGI 2 by that, and took a bound method for ASGI 2.)
+    """
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.limit = server.config.max_body_bytes
+        self.max_in_flight = server.config.max_in_flight
+        self.in_flight: set[object] = set()  # infer requests between arrival and answer
+        self.gauge = server.telemetry.in_flight
+        self.app = Starlette(
+            routes=self.routes(), exception_handlers={HTTPException: self.http_error}
+        )
+
+    def routes(self) -> list[Route]:
+        routes = [Route("/v2", self.server_metadata, methods=["GET"])]
+        routes += [
+            Route("/v2/health/live", self.live, methods=["GET"]),
+            Route("/v2/health/ready", self.ready, methods=["GET"]),
+        ]
+        for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+            routes += [
+                Route(base, self.model_metadata, methods=["GET"]),
+                Route(f"{base}/ready", self.model_ready, methods=["GET"]),
+                Route(f"{base}/infer", self.infer, methods=["POST"]),
+            ]
+        routes += [
+            Route("/metrics", self.metrics, methods=["GET"]),
+            Route("/openapi.json", self.openapi, methods=["GET"], include_in_schema=False),
+        ]
+        return routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """POST .../infer straight to ``infer``; every other request through Starlette.
+
+        Why: on a core the model shares, Starlette's middleware stack and route matching
+        were about a tenth of the front end's CPU per request (py-spy, alexnet at 3x
+        the limit), and infer needs none of it: it answers every error itself.
+        """
+        if scope["type"] == "http" and scope["method"] == "POST":
+            hit = _INFER_PATH.fullmatch(scope["path"])
+            if hit is not None:
+                model, version = hit.groups()
+                params = (
+                    {"model": model} if version is None else {"model": model, "version": version}
+                )
+                scope["path_params"] = params
+                try:
+                    response = await self.infer(Request(scope, receive))
+                except Exception as exc:  # as Starlette's ServerErrorMiddleware would: 500
+                    log.exception("infer failed")
+                    response = _error(500, f"internal error: {type(exc).__name__}: {exc}")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def lookup(self, request: Request) -> ServedModel:
         name = request.path_params["model"]
-        served = server.models.get(name)
+        served = self.server.models.get(name)
         if served is None:
-            known = ", ".join(server.models) or "none"
+            known = ", ".join(self.server.models) or "none"
             raise ProtocolError(404, f"unknown model {name!r}; this server serves: {known}")
         version = request.path_params.get("version")
         if version is not None and version != "1":
             raise ProtocolError(404, f"model {name!r} has no version {version!r}; it has '1'")
         return served
 
-    async def server_metadata(request: Request) -> Response:
+    async def server_metadata(self, request: Request) -> Response:
         """Server metadata (KServe v2).
         ---
         responses:
@@ -77,7 +136,7 @@ def build_app(server: Server) -> ASGIApp:
             }
         )
 
-    async def live(request: Request) -> Response:
+    async def live(self, request: Request) -> Response:
         """Liveness: 200 while the process serves HTTP.
         ---
         responses:
@@ -85,17 +144,17 @@ def build_app(server: Server) -> ASGIApp:
         """
         return JSONResponse({"live": True})
 
-    async def ready(request: Request) -> Response:
+    async def ready(self, request: Request) -> Response:
         """Readiness: 200 when every model has a worker up and the server is not draining.
         ---
         responses:
           200: {description: ready}
           503: {description: "starting, draining, or a model has no worker"}
         """
-        ok = server.ready
+        ok = self.server.ready
         return JSONResponse({"ready": ok}, 200 if ok else 503)
 
-    async def model_metadata(request: Request) -> Response:
+    async def model_metadata(self, request: Request) -> Response:
         """Model metadata: inputs and outputs with name, datatype and shape (-1: the batch).
         ---
         responses:
@@ -103,7 +162,7 @@ def build_app(server: Server) -> ASGIApp:
           404: {description: unknown model or version}
         """
         try:
-            m = lookup(request)
+            m = self.lookup(request)
         except ProtocolError as exc:
             return _error(exc.status, exc.reason)
         return JSONResponse(
@@ -123,7 +182,7 @@ def build_app(server: Server) -> ASGIApp:
             }
         )
 
-    async def model_ready(request: Request) -> Response:
+    async def model_ready(self, request: Request) -> Response:
         """Model readiness.
         ---
         responses:
@@ -132,13 +191,13 @@ def build_app(server: Server) -> ASGIApp:
           404: {description: unknown model}
         """
         try:
-            m = lookup(request)
+            m = self.lookup(request)
         except ProtocolError as exc:
             return _error(exc.status, exc.reason)
-        ok = m.batcher.ready and not server.draining
+        ok = m.batcher.ready and not self.server.draining
         return JSONResponse({"name": m.name, "ready": ok}, 200 if ok else 503)
 
-    async def infer(request: Request) -> Response:
+    async def infer(self, request: Request) -> Response:
         """Inference (KServe v2), JSON or Triton's binary tensor extension.
         ---
         description: >
@@ -154,11 +213,12 @@ def build_app(server: Server) -> ASGIApp:
           500: {description: "the model failed or its worker died (the reason says which)"}
           503: {description: "queue full, or the server is shutting down"}
         """
+        in_flight = self.in_flight
         try:
-            m = lookup(request)
-            if server.draining:
+            m = self.lookup(request)
+            if self.server.draining:
                 raise ProtocolError(503, "the server is shutting down")
-            if len(in_flight) >= max_in_flight:
+            if len(in_flight) >= self.max_in_flight:
                 # Bounded: past this many, a request is refused before its body is read,
                 # instead of queueing in the event loop behind work it cannot catch up on.
                 raise ProtocolError(
@@ -168,17 +228,17 @@ def build_app(server: Server) -> ASGIApp:
             return _error(exc.status, exc.reason)
         token = object()
         in_flight.add(token)
-        gauge.set(len(in_flight))
+        self.gauge.set(len(in_flight))
         try:
-            return await _infer(request, m)
+            return await self._infer(request, m)
         except ProtocolError as exc:
             return _error(exc.status, exc.reason, **exc.extra)
         finally:
             in_flight.discard(token)
-            gauge.set(len(in_flight))
+            self.gauge.set(len(in_flight))
 
-    async def _infer(request: Request, m: ServedModel) -> Response:
-        body = _Body(request, limit)
+    async def _infer(self, request: Request, m: ServedModel) -> Response:
+        body = _Body(request, self.limit)
         header_length = request.headers.get(HEADER_LENGTH)
         if header_length is not None:
             # Binary extension: the JSON header comes first. Shed from it, before the
@@ -209,76 +269,35 @@ def build_app(server: Server) -> ASGIApp:
         )
         return Response(payload, headers=headers)
 
-    def _admit(m: ServedModel, budget: float | None, priority: int) -> None:
-        reason = m.batcher.admit(budget or m.config.slo_s, priority)
-        if reason:
-            raise ProtocolError(429, reason, outcome="rejected")
-
-    async def metrics(request: Request) -> Response:
+    async def metrics(self, request: Request) -> Response:
         """Prometheus metrics.
         ---
         responses:
           200: {description: text exposition format}
         """
-        body = server.telemetry.render()
+        body = self.server.telemetry.render()
         if inspect.isawaitable(body):  # (a deployment gathers its replicas' metrics)
             body = await body
-        return Response(body, media_type=server.telemetry.content_type)
+        return Response(body, media_type=self.server.telemetry.content_type)
 
-    async def openapi(request: Request) -> Response:
+    async def openapi(self, request: Request) -> Response:
         """This document.
         ---
         responses:
           200: {description: OpenAPI 3 document}
         """
-        return JSONResponse(_SCHEMAS.get_schema(routes=app.routes))
+        return JSONResponse(_SCHEMAS.get_schema(routes=self.app.routes))
 
-    async def http_error(request: Request, exc: Exception) -> Response:
+    async def http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         return _error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}")
 
-    routes = [Route("/v2", server_metadata, methods=["GET"])]
-    routes += [
-        Route("/v2/health/live", live, methods=["GET"]),
-        Route("/v2/health/ready", ready, methods=["GET"]),
-    ]
-    for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
-        routes += [
-            Route(base, model_metadata, methods=["GET"]),
-            Route(f"{base}/ready", model_ready, methods=["GET"]),
-            Route(f"{base}/infer", infer, methods=["POST"]),
-        ]
-    routes += [
-        Route("/metrics", metrics, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
-    ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 
-    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
-        """POST .../infer straight to ``infer``; every other request through Starlette.
-
-        Why: on a core the model shares, Starlette's middleware stack and route matching
-        were about a tenth of the front end's CPU per request (py-spy, alexnet at 3x
-        the limit), and infer needs none of it: it answers every error itself.
-        """
-        if scope["type"] == "http" and scope["method"] == "POST":
-            hit = _INFER_PATH.fullmatch(scope["path"])
-            if hit is not None:
-                model, version = hit.groups()
-                params = (
-                    {"model": model} if version is None else {"model": model, "version": version}
-                )
-                scope["path_params"] = params
-                try:
-                    response = await infer(Request(scope, receive))
-                except Exception as exc:  # as Starlette's ServerErrorMiddleware would: 500
-                    log.exception("infer failed")
-                    response = _error(500, f"internal error: {type(exc).__name__}: {exc}")
-                await response(scope, receive, send)
-                return
-        await app(scope, receive, send)
-
-    return asgi
+def _admit(m: ServedModel, budget: float | None, priority: int) -> None:
+    """Shed a request now (429) if the policy says it cannot make its budget."""
+    reason = m.batcher.admit(budget or m.config.slo_s, priority)
+    if reason:
+        raise ProtocolError(429, reason, outcome="rejected")
 
 
 class _Body:

@@ -1,0 +1,171 @@
+"""What ``qosbatch serve``'s flags (or a plan) mean: the models, their cores, their configs.
+
+Kept apart from the command so that each step is one named function with one job,
+checked in the order the command always checked them: limits, models, agents,
+profiles, cores. Each raises a ``UserError`` saying which flag is wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qosbatch.core.errors import UserError
+
+if TYPE_CHECKING:  # imported when used: `qosbatch --help` stays quick
+    from qosbatch.core.profile import Profile
+    from qosbatch.models.loading import ModelRef
+    from qosbatch.policies.registry import PolicySpec
+    from qosbatch.serve.server import ModelConfig
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """One model to serve, from the flags or from the plan."""
+
+    ref: ModelRef
+    policy: PolicySpec
+    slo_s: float
+    cores: int | None  # the plan's; None: from --cores
+    workers: int
+
+
+def check_limits(
+    max_batch: int,
+    max_queue: int,
+    max_in_flight: int,
+    max_body_mb: float,
+    port: int,
+    records: Path | None,
+) -> None:
+    """Refuse nonsense limits before any model is loaded."""
+    for name, value, low in (
+        ("--max-batch", max_batch, 1),
+        ("--max-queue", max_queue, 1),
+        ("--max-in-flight", max_in_flight, 1),
+    ):
+        if value < low:
+            raise UserError(f"{name} must be >= {low}, got {value}")
+    if not max_body_mb > 0:
+        raise UserError(f"--max-body-mb must be > 0, got {max_body_mb}")
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port must be 0 to 65535, got {port}")
+    if records is not None and not records.parent.is_dir():
+        raise UserError(f"--records: no directory {records.parent} to write {records.name} in")
+
+
+def wanted_models(
+    model: list[str] | None,
+    plan: Path | None,
+    node: str | None,
+    shape: tuple[int, ...] | None,
+    spec: PolicySpec,
+    slo_s: float,
+    workers: int,
+) -> list[Wanted]:
+    """The models to serve: the plan's on ``node``, or each --model with the flags' settings."""
+    from qosbatch.models.loading import resolve_model
+    from qosbatch.planner.files import read_plan_models
+    from qosbatch.policies.registry import parse_policy
+    from qosbatch.sim.check import checked
+
+    if plan is not None:
+        if model:
+            raise UserError("give --model or --plan, not both")
+        return [
+            Wanted(
+                resolve_model(a.model, shape),
+                checked(parse_policy(a.policy)),
+                a.slo_ms / 1e3,
+                sum(a.replica_cores),
+                len(a.replica_cores),
+            )
+            for a in read_plan_models(plan, node)
+        ]
+    if model:
+        if node is not None:
+            raise UserError("--node picks a node of --plan; there is no plan")
+        return [Wanted(resolve_model(m, shape), spec, slo_s, None, workers) for m in model]
+    raise UserError("give --model (repeatable) or --plan")
+
+
+def refuse_foreign_agents(wanted: list[Wanted]) -> None:
+    """An agent trained for another model: refused before any model is loaded."""
+    for w in wanted:
+        if w.policy.name == "rl":
+            from qosbatch.policies.learned import check_trained_for, read_info
+
+            agent = w.policy.params["agent"]
+            check_trained_for(agent, read_info(agent), w.ref.name)
+
+
+def given_profiles(paths: list[Path], served: set[str]) -> dict[str, Profile]:
+    """The given profiles by model name; one of a model not served here is a mistake."""
+    from qosbatch.core.profile import load_profile
+
+    profiles = {}
+    for path in paths:
+        p = load_profile(path)
+        if p.model.name not in served:
+            raise UserError(f"{path} profiles {p.model.name!r}, which is not served here")
+        profiles[p.model.name] = p
+    return profiles
+
+
+def core_counts(
+    wanted: list[Wanted], planned: bool, cores: int | None, share_cores: bool, cpus: list[int]
+) -> list[int]:
+    """Cores per model: the plan's, or --cores split evenly (each gets all of them, shared)."""
+    from qosbatch.engine.queue import split_evenly
+
+    if planned:
+        counts = [w.cores or 0 for w in wanted]
+        if sum(counts) > len(cpus):
+            raise UserError(
+                f"the plan puts {sum(counts)} cores on this node; "
+                f"this machine lets us use {len(cpus)}"
+            )
+    else:
+        total = len(cpus) if cores is None else cores
+        if not len(wanted) <= total <= len(cpus):
+            raise UserError(
+                f"--cores must be between {len(wanted)} (one per model) and the {len(cpus)} "
+                f"this machine lets us use, got {total}"
+            )
+        counts = [total] * len(wanted) if share_cores else split_evenly(total, len(wanted))
+    if share_cores and planned:
+        raise UserError("--share-cores divides --cores at run time; a plan fixes each model's")
+    return counts
+
+
+def model_configs(
+    wanted: list[Wanted],
+    counts: list[int],
+    cpus: list[int],
+    share_cores: bool,
+    backend: str,
+    device: str,
+    profiles: dict[str, Profile],
+    max_batch: int,
+) -> list[ModelConfig]:
+    """Each model's server configuration, on its own CPUs (or all of them, shared)."""
+    from qosbatch.serve.server import ModelConfig
+
+    configs, at = [], 0
+    for w, n in zip(wanted, counts, strict=True):
+        configs.append(
+            ModelConfig(
+                w.ref,
+                w.policy,
+                w.slo_s,
+                tuple(cpus[at : at + n]),
+                w.workers,
+                backend,
+                device,
+                profiles.get(w.ref.name),
+                max_batch,
+            )
+        )
+        at += 0 if share_cores else n
+    return configs
