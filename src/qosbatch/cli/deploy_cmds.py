@@ -153,10 +153,14 @@ def _configs(layout: Any) -> list[Any]:
     from qosbatch.models.loading import resolve_model
     from qosbatch.policies.registry import parse_policy
     from qosbatch.serve.server import ModelConfig
+    from qosbatch.sim.check import checked
 
     return [
         ModelConfig(
-            resolve_model(d.model), parse_policy(d.policy), d.slo_ms / 1e3, tuple(range(d.cores))
+            resolve_model(d.model),
+            checked(parse_policy(d.policy)),
+            d.slo_ms / 1e3,
+            tuple(range(d.cores)),
         )
         for d in layout
     ]
