@@ -19,7 +19,10 @@ HOT_PATH = [
     "src/qosbatch/sim/service.py",
     "src/qosbatch/engine/queue.py",
     "src/qosbatch/policies/slo.py",
+    "src/qosbatch/policies/slo_choose.py",
+    "src/qosbatch/policies/slo_cores.py",
     "src/qosbatch/policies/slo_plan.py",
+    "src/qosbatch/policies/slo_shed.py",
 ]
 
 ext_modules = []
