@@ -16,6 +16,7 @@ from setuptools import setup
 # The modules a simulation spends its time in; each must stay mypyc-compilable.
 HOT_PATH = [
     "src/qosbatch/sim/kernel.py",
+    "src/qosbatch/sim/state.py",
     "src/qosbatch/sim/service.py",
     "src/qosbatch/engine/queue.py",
     "src/qosbatch/policies/slo.py",

@@ -588,3 +588,61 @@ def test_a_simulation_run_in_pieces_gives_the_records_of_one_run(policy):
         assert result.events == whole.events and result.batches == whole.batches
     with pytest.raises(RuntimeError, match="ended"):
         pieces.run()
+
+
+class _PausingEveryDecision:
+    """Wraps a policy: pauses the run before each event's decision (never a re-ask)."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.answered = inner, inner.name, None
+
+    def decide(self, view):
+        from qosbatch.sim.kernel import PAUSE
+
+        key = (view.model, view.now_s)
+        if key != self.answered:  # (a re-ask within one decision has the key just answered)
+            self.answered = key
+            return PAUSE
+        return self.inner.decide(view)
+
+    def observe(self, done):
+        self.inner.observe(done)
+
+    def __getattr__(self, name):  # admit, idle_only: the inner policy's
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize(
+    "policy, shared",
+    [("slo", False), ("dynamic:max_batch_size=8,max_queue_delay_ms=5", False), ("slo", True),
+     ("dynamic", True)],
+)  # fmt: skip
+def test_a_run_paused_before_its_decisions_gives_the_records_of_one_run(policy, shared):
+    from qosbatch.sim.kernel import Simulation
+
+    factory = parse_policy(policy).factory()
+    if shared:  # completions on one pool: every model may decide, each may pause
+        tables = [synthetic_table(max_batch=32, max_cores=2, cv=0.1) for _ in range(2)]
+        deps = [Deployment("a", tables[0], 2, 2), Deployment("b", tables[1], 2, 2)]
+        spec = parse_workload("poisson:rate=60,requests=1500,slo_ms=120,model=a/b,mix=2/1")
+        trace, kw = spec.generate(np.random.default_rng(8)), {"seed": 4, "node_cores": 2}
+    else:
+        deps = [Deployment("m", synthetic_table(max_batch=32, max_cores=2, cv=0.1), 2, 2)]
+        trace, kw = poisson_trace(rate=150.0, duration_s=8.0, slo_ms=60.0, seed=4), {"seed": 9}
+    whole = simulate(trace, deps, factory, **kw)
+    paused = Simulation(trace, deps, lambda rng: _PausingEveryDecision(factory(rng)), **kw)
+    pauses, t = 0, 0.0
+    while paused.run(until=t):  # (in pieces, and paused within them)
+        if not paused.paused:
+            assert paused.now == t
+            t += 0.37
+            continue
+        assert paused.peek() == paused.now <= t
+        if pauses == 0:
+            with pytest.raises(RuntimeError, match="paused"):
+                paused.result()
+        pauses += 1
+    assert pauses > 100  # (dynamic is idle-only: not at every arrival)
+    result = paused.result()
+    assert records_digest(result.records) == records_digest(whole.records)
+    assert result.events == whole.events and result.batches == whole.batches

@@ -13,17 +13,18 @@ interval's utility summed over the models (on-time requests earn
 1 - latency/(2 x budget), late and shed ones cost ``LATE_PENALTY``) per request
 the node could serve in the interval, so it is of order 1.
 
-No thread: the environment runs the steppable ``Simulation`` up to the next
-ask (``run(until=...)``), reads the observation and the interval's stats from the
-policy, returns them, and on ``step`` sets the knobs and runs on. An episode is as
-deterministic as a simulation: same seed, same trajectory. An ask falls on the
-interval's boundary, or, when nothing happens until then, at the next event, as a
-driver asks the policy only at events.
+No thread: the environment's policy answers ``PAUSE`` when an ask is due, so the
+steppable ``Simulation`` stops at that event, before its decision; the environment
+reads the observation and the interval's stats from the policy and returns them,
+and on ``step`` sets the knobs and runs on, and the policy is asked again. The
+ask falls where a controller inside the policy would be asked (the first decision
+at or after the interval's boundary, after that event's arrival or completion), so
+the trajectory is the one a controller would see. An episode is as deterministic as
+a simulation: same seed, same trajectory.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -33,13 +34,14 @@ import numpy as np
 
 from qosbatch.core.errors import UserError
 from qosbatch.latency.table import LatencyTable
+from qosbatch.policies.base import Decision, QueueView
 from qosbatch.policies.knobs import (
     OBSERVATION_SIZE,
     KnobPolicy,
     KnobRange,
     to_all_knobs,
 )
-from qosbatch.sim.kernel import Deployment, Simulation
+from qosbatch.sim.kernel import PAUSE, Deployment, Simulation
 from qosbatch.workloads.spec import WorkloadSpec, parse_workload
 
 
@@ -100,8 +102,7 @@ class BatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.observation_space = gym.spaces.Box(-1.0, 5.0, (size,), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (2 * len(self.models),), np.float32)
         self._sim: Simulation | None = None
-        self._policy: KnobPolicy | None = None
-        self._ask_s = 0.0  # when the agent is asked next (the knobs it gives start then)
+        self._policy: _AskingKnobs | None = None
         self._ended = False  # reset() met a workload with nothing to decide
 
     # ---- gymnasium ----------------------------------------------------------------------
@@ -113,20 +114,15 @@ class BatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         spec = self.specs[int(self.np_random.integers(len(self.specs)))]
         trace_seed = int(self.np_random.integers(2**31))
         trace = spec.generate(np.random.default_rng(trace_seed))
-        policy = KnobPolicy(None, self.ranges, self.interval_s, self.slo_scale_s)
+        policy = _AskingKnobs(self.ranges, self.interval_s, self.slo_scale_s)
         deps = [m.deployment() for m in self.models]
         sim = Simulation(
             trace, deps, lambda rng: policy, seed=trace_seed, node_cores=self.node_cores
         )
-        first = sim.peek()
-        if first == math.inf:  # an empty workload: nothing to decide; the first step ends it
-            self._sim = self._policy = None
-            self._ended = True
-            return self._zeros(), {}
         self._sim, self._policy, self._ended = sim, policy, False
-        self._ask_s = first
-        obs, _ = policy.report(first)
-        return self._clip(obs), {}
+        obs, _, done = self._run_to_ask()
+        self._ended = done  # an empty workload: nothing to decide; the first step ends it
+        return obs, {}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._ended:
@@ -135,22 +131,23 @@ class BatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         sim, policy = self._sim, self._policy
         if sim is None or policy is None:
             raise RuntimeError("call reset() first")
-        policy.set_knobs(to_all_knobs(action, self.ranges), self._ask_s)
-        ask = policy.next_s
-        # Every event before the ask runs under these knobs; those at the ask, under the next.
-        more = sim.run(until=math.nextafter(ask, -math.inf))
-        if not more:  # the workload is over: its last interval's utility, and the contract
-            sim.result()
-            self._sim = self._policy = None
-            last = sum(m.stats.utility for m in policy.models)
-            return self._zeros(), last / self.norm, True, False, {}
-        self._ask_s = max(ask, sim.peek())  # (nothing until the boundary: at the next event)
-        obs, stats = policy.report(self._ask_s)
-        reward = sum(st.utility for st in stats)
-        return self._clip(obs), reward / self.norm, False, False, {}
+        policy.set_knobs(to_all_knobs(action, self.ranges), sim.now)
+        obs, utility, done = self._run_to_ask()
+        return obs, utility / self.norm, done, False, {}
 
     def close(self) -> None:
         self._sim = self._policy = None
+
+    def _run_to_ask(self) -> tuple[np.ndarray, float, bool]:
+        """Run to the next ask: its observation and interval's utility, or the end's."""
+        sim, policy = self._sim, self._policy
+        assert sim is not None and policy is not None
+        if sim.run():  # (to the end, unless the policy pauses it: an ask)
+            obs, stats = policy.report(sim.now)
+            return self._clip(obs), sum(st.utility for st in stats), False
+        sim.result()  # (the contract: every request dispatched or shed)
+        self._sim = self._policy = None
+        return self._zeros(), sum(m.stats.utility for m in policy.models), True
 
     def _clip(self, obs: Any) -> np.ndarray:
         return np.clip(np.asarray(obs, dtype=np.float32), -1.0, 5.0)
@@ -170,3 +167,23 @@ def for_models(spec: WorkloadSpec, names: Sequence[str]) -> WorkloadSpec:
             f"trained here ({', '.join(names)})"
         )
     return spec
+
+
+class _AskingKnobs(KnobPolicy):
+    """The knob policy with the environment for controller: a due ask pauses the run.
+
+    Where ``KnobPolicy`` would call its controller (the first decision at or after
+    ``next_s``) this one answers ``PAUSE`` instead, having noted the model's queue as
+    that call would; the simulation asks again once the agent's knobs are set.
+    """
+
+    def __init__(self, ranges: Sequence[KnobRange], interval_s: float, slo_scale_s: float) -> None:
+        super().__init__(None, ranges, interval_s, slo_scale_s)
+
+    def decide(self, view: QueueView) -> list[Decision]:
+        if view.now_s >= self.next_s:
+            for m in self.models:
+                if m.range.model == view.model:
+                    m.view = view  # (the observation reads the queue as it is now)
+                    return PAUSE
+        return super().decide(view)  # (a model it does not schedule is refused there)
