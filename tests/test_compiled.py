@@ -25,12 +25,12 @@ from qosbatch.engine import queue
 from qosbatch.latency.amdahl import AmdahlModel
 from qosbatch.policies import slo, slo_choose, slo_cores, slo_plan, slo_shed
 from qosbatch.policies.registry import parse_policy
-from qosbatch.sim import kernel, service
+from qosbatch.sim import kernel, service, state
 from qosbatch.sim.kernel import Deployment, simulate
 from qosbatch.testing import records_digest, synthetic_table
 from qosbatch.workloads import parse_workload
 
-HOT = (kernel, service, queue, slo, slo_choose, slo_cores, slo_plan, slo_shed)
+HOT = (kernel, state, service, queue, slo, slo_choose, slo_cores, slo_plan, slo_shed)
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = (
     "slo",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,6 +21,29 @@ DEFAULT_WORKLOADS = (
     "mmpp:rates=8/50,switch_s=5/1,duration_s=60,slo=netdelay,base_ms=250,delay_ms=40",
 )
 
+# The options with long help, named once (the command's signature stays readable).
+WorkloadOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Workload spec to train on; repeatable (one is drawn per episode). "
+        "Without model=, requests go to the models evenly."
+    ),
+]
+InstancesOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Most concurrent instances per model, on as many cores, which the running "
+        "ones split (default: the profiles' most cores)."
+    ),
+]
+RivalsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="More policies to judge the agent against on the held-out runs, beside slo "
+        "and tuned dynamic: ours or your own module:Class[:knob=value,...] (checked first)."
+    ),
+]
+
 
 @app.command()
 def train(
@@ -30,23 +53,11 @@ def train(
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Agent file to write (.zip).")],
     steps: Annotated[int, typer.Option(help="Environment steps (decision intervals).")] = 20_000,
-    workload: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Workload spec to train on; repeatable (one is drawn per episode). "
-            "Without model=, requests go to the models evenly."
-        ),
-    ] = None,
+    workload: WorkloadOption = None,
     held_out: Annotated[
         list[str] | None, typer.Option(help="Extra workload shapes for the evaluation only.")
     ] = None,
-    instances: Annotated[
-        int | None,
-        typer.Option(
-            help="Most concurrent instances per model, on as many cores, which the running "
-            "ones split (default: the profiles' most cores)."
-        ),
-    ] = None,
+    instances: InstancesOption = None,
     node_cores: Annotated[
         int | None,
         typer.Option(help="Cores several models share (default: --instances); one model: unused."),
@@ -60,13 +71,7 @@ def train(
     plot: Annotated[
         Path | None, typer.Option(help="Learning curve PNG (default: next to the agent).")
     ] = None,
-    policy: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="More policies to judge the agent against on the held-out runs, beside slo "
-            "and tuned dynamic: ours or your own module:Class[:knob=value,...] (checked first)."
-        ),
-    ] = None,
+    policy: RivalsOption = None,
 ) -> None:
     """Train a SAC agent that sets batch size and concurrency; use it as --policy rl:FILE.
 
@@ -75,26 +80,16 @@ def train(
     dynamic and any --policy on held-out seeds.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from qosbatch.core.profile import load_profile
     from qosbatch.policies.registry import parse_policy_list
     from qosbatch.rl.env import for_models
-    from qosbatch.rl.evaluate import evaluate
-    from qosbatch.rl.train import scheduled
     from qosbatch.rl.train import train as run_training
     from qosbatch.sim.check import checked
     from qosbatch.viz.learning_plot import plot_learning_curve
     from qosbatch.workloads.spec import parse_workload
 
-    if steps < 100:
-        raise UserError(f"--steps must be >= 100, got {steps}")
-    if not 1 <= max_batch <= 128:
-        raise UserError(f"--max-batch must be 1 to 128, got {max_batch}")
-    if not interval > 0:
-        raise UserError(f"--interval must be > 0, got {interval}")
-    if eval_runs < 0:
-        raise UserError(f"--eval-runs must be >= 0, got {eval_runs}")
+    _check_numbers(steps, max_batch, interval, eval_runs)
     profs = [load_profile(p) for p in profile]
     names = [p.model.name for p in profs]
     if len(set(names)) != len(names):
@@ -111,14 +106,7 @@ def train(
         raise UserError("--policy adds to the held-out evaluation; it needs --eval-runs >= 1")
     label = " + ".join(names)
     console = Console()
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
+    with _bar(console) as bar:
         task = bar.add_task(f"training SAC on {label}", total=steps)
         result = run_training(
             profs,
@@ -136,17 +124,55 @@ def train(
     curve = plot or result.path.with_suffix(".png")
     plot_learning_curve(result.episode_returns, curve, f"SAC on {label}")
     console.print(f"wrote {curve}")
-    if not eval_runs:
-        return
-    models = scheduled(profs, k, result.info.max_batch)
+    if eval_runs:
+        _evaluate(console, result, profs, k, rivals, workloads, held_out or [], eval_runs)
+
+
+def _evaluate(
+    console: Console,
+    result: Any,
+    profs: list[Any],
+    instances: int,
+    rivals: list[PolicySpec],
+    workloads: list[str],
+    held_out: list[str],
+    runs: int,
+) -> None:
+    """The trained agent, slo, tuned dynamic and the rivals on held-out seeds: the table."""
+    from qosbatch.rl.evaluate import evaluate
+    from qosbatch.rl.train import scheduled
+
+    models = scheduled(profs, instances, result.info.max_batch)
+    cores = result.info.node_cores
     with console.status("evaluating on held-out seeds (tuning dynamic for utility first)..."):
-        scores = evaluate(
-            str(result.path), models, result.info.node_cores, workloads, held_out or [], eval_runs
-        )
-        scores += _score_rivals(
-            rivals, models, result.info.node_cores, workloads, held_out or [], eval_runs
-        )
-    _print_scores(console, scores, f"{eval_runs} seed(s) x {len(workloads) + len(held_out or [])}")
+        scores = evaluate(str(result.path), models, cores, workloads, held_out, runs)
+        scores += _score_rivals(rivals, models, cores, workloads, held_out, runs)
+    _print_scores(console, scores, f"{runs} seed(s) x {len(workloads) + len(held_out)}")
+
+
+def _check_numbers(steps: int, max_batch: int, interval: float, eval_runs: int) -> None:
+    if steps < 100:
+        raise UserError(f"--steps must be >= 100, got {steps}")
+    if not 1 <= max_batch <= 128:
+        raise UserError(f"--max-batch must be 1 to 128, got {max_batch}")
+    if not interval > 0:
+        raise UserError(f"--interval must be > 0, got {interval}")
+    if eval_runs < 0:
+        raise UserError(f"--eval-runs must be >= 0, got {eval_runs}")
+
+
+def _bar(console: Console) -> Any:
+    """Training's progress bar: steps done of all, and the time so far."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
 
 
 def _print_scores(console: Console, scores: list[Scores], runs: str) -> None:

@@ -25,6 +25,42 @@ app.add_typer(workload_app, name="workload")
 
 DEFAULT_POLICIES = "slo,dynamic,aimd,single"
 
+# The options with long help, named once (the command's signature stays readable).
+PolicyOption = Annotated[
+    list[str],
+    typer.Option(
+        help="Policy specs, comma-separated or repeated, e.g. slo,dynamic:max_batch_size=16; "
+        "your own as module:Class[:knob=value,...] (checked before use)."
+    ),
+]
+TraceOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Trace to replay: CSV (time_s,model,slo_ms[,priority]) or the JSONL records "
+        "of `qosbatch serve --records`."
+    ),
+]
+ShareCoresOption = Annotated[
+    bool,
+    typer.Option(
+        help="All models draw from one pool of --cores cores, batch by batch (as serve "
+        "--share-cores); default: each model owns --cores."
+    ),
+]
+FrontendOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The server's HTTP front end as CPU work on the same cores, e.g. "
+        "request=0.6ms,result=0.4ms: CPU per request that arrives (a shed one "
+        "included) and more per request answered with a result. Its share of the "
+        "cores over the last window (window=1s) slows every batch, up to "
+        "(cores+1)/cores, as overload does live. "
+        "Measure: the server process's CPU seconds (not its workers') per request, "
+        "with every request shed (request) and every one served (request + result). "
+        "Default: free."
+    ),
+]
+
 
 @app.command()
 def simulate(
@@ -32,20 +68,8 @@ def simulate(
         list[Path],
         typer.Option("--profile", help="A model's profile JSON; repeat for more models."),
     ],
-    policy: Annotated[
-        list[str],
-        typer.Option(
-            help="Policy specs, comma-separated or repeated, e.g. slo,dynamic:max_batch_size=16; "
-            "your own as module:Class[:knob=value,...] (checked before use)."
-        ),
-    ] = [DEFAULT_POLICIES],  # noqa: B006 (typer reads the default, never mutates it)
-    trace: Annotated[
-        Path | None,
-        typer.Option(
-            help="Trace to replay: CSV (time_s,model,slo_ms[,priority]) or the JSONL records "
-            "of `qosbatch serve --records`."
-        ),
-    ] = None,
+    policy: PolicyOption = [DEFAULT_POLICIES],  # noqa: B006 (typer reads it, never mutates it)
+    trace: TraceOption = None,
     workload: Annotated[
         str | None,
         typer.Option(help="Workload spec, e.g. poisson:rate=100,duration_s=60,slo_ms=100."),
@@ -56,13 +80,7 @@ def simulate(
     workers: Annotated[
         int, typer.Option(help="Workers (replicas) per model sharing its cores.")
     ] = 1,
-    share_cores: Annotated[
-        bool,
-        typer.Option(
-            help="All models draw from one pool of --cores cores, batch by batch (as serve "
-            "--share-cores); default: each model owns --cores."
-        ),
-    ] = False,
+    share_cores: ShareCoresOption = False,
     seed: Annotated[int, typer.Option(help="Seed of the workload and the service times.")] = 0,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print a JSON list, one object per policy.")
@@ -80,19 +98,7 @@ def simulate(
     deterministic: Annotated[bool, typer.Option(help="No service-time spread.")] = False,
     latency_model: Annotated[str, typer.Option(help="auto, amdahl or density.")] = "auto",
     max_batch: Annotated[int, typer.Option(help="Largest batch any policy may form.")] = 128,
-    frontend: Annotated[
-        str | None,
-        typer.Option(
-            help="The server's HTTP front end as CPU work on the same cores, e.g. "
-            "request=0.6ms,result=0.4ms: CPU per request that arrives (a shed one "
-            "included) and more per request answered with a result. Its share of the "
-            "cores over the last window (window=1s) slows every batch, up to "
-            "(cores+1)/cores, as overload does live. "
-            "Measure: the server process's CPU seconds (not its workers') per request, "
-            "with every request shed (request) and every one served (request + result). "
-            "Default: free."
-        ),
-    ] = None,
+    frontend: FrontendOption = None,
 ) -> None:
     """Simulate policies on a workload: one row per policy (or its capacity with --sweep)."""
     from qosbatch.policies.registry import parse_policy_list
@@ -101,14 +107,7 @@ def simulate(
     from qosbatch.sim.frontend import parse_frontend
     from qosbatch.workloads import parse_workload, read_trace
 
-    if (trace is None) == (workload is None):
-        raise UserError("give exactly one of --trace FILE or --workload SPEC")
-    if not 0 < target <= 1:
-        raise UserError(f"--target must be in (0, 1], got {target}")
-    if max_batch < 1:
-        raise UserError(f"--max-batch must be >= 1, got {max_batch}")
-    if tune is not None and tune != "dynamic":
-        raise UserError(f"--tune supports dynamic only, got {tune!r}")
+    _check_flags(trace is not None, workload is not None, target, max_batch, tune)
     front = parse_frontend(frontend) if frontend is not None else None
     specs = [checked(spec) for spec in parse_policy_list(",".join(policy))]
     profiles = [load_profile(p) for p in profile]
@@ -139,6 +138,19 @@ def simulate(
     rows = _sweep(exp, specs, target, json_out) if sweep else _compare(exp, specs, json_out)
     if plot is not None:
         _plot(exp, specs, rows, plot, target, sweep, json_out)
+
+
+def _check_flags(
+    has_trace: bool, has_workload: bool, target: float, max_batch: int, tune: str | None
+) -> None:
+    if has_trace == has_workload:
+        raise UserError("give exactly one of --trace FILE or --workload SPEC")
+    if not 0 < target <= 1:
+        raise UserError(f"--target must be in (0, 1], got {target}")
+    if max_batch < 1:
+        raise UserError(f"--max-batch must be >= 1, got {max_batch}")
+    if tune is not None and tune != "dynamic":
+        raise UserError(f"--tune supports dynamic only, got {tune!r}")
 
 
 def _tune(exp: Any, specs: list[Any], target: float, quiet: bool) -> list[Any]:
