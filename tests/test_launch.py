@@ -12,7 +12,7 @@ import time
 import pytest
 
 from qosbatch.launch import LaunchError, cpu_list, leftovers, running
-from qosbatch.testing import _banner_url
+from qosbatch.testing import banner_url
 
 # Prints a banner like the server's, then starts a grandchild in a session of its own
 # (as BentoML's workers are) and waits; SIGTERM to it is ignored when asked to.
@@ -47,7 +47,7 @@ def _live(pid):
 def test_ready_from_the_banner_and_everything_it_started_is_stopped(tmp_path, mode):
     argv = [sys.executable, "-c", SCRIPT, mode]
     log = tmp_path / "server.log"
-    with running("fake", argv, _banner_url, 20, log_path=log, grace_s=0.5) as server:
+    with running("fake", argv, banner_url, 20, log_path=log, grace_s=0.5) as server:
         assert server.url == "http://127.0.0.1:4321"
         assert server.ready_s >= 0 and server.alive()
         started = []
@@ -65,7 +65,7 @@ def test_an_exit_before_ready_is_an_error_with_the_log():
     argv = [sys.executable, "-c", "import sys; print('no model named x'); sys.exit(3)"]
     with (
         pytest.raises(LaunchError, match=r"(?s)exited with code 3.*no model named x"),
-        running("broken", argv, _banner_url, 20),
+        running("broken", argv, banner_url, 20),
     ):
         pass  # pragma: no cover
 

@@ -9,22 +9,25 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import queue
 import re
 import signal
 import socket
-import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
 import tritonclient.http as th
 from tritonclient.utils import InferenceServerException
+
+from qosbatch.launch import Launched, LaunchError
+from qosbatch.testing import banner_url
 
 pytestmark = pytest.mark.slow
 
@@ -33,33 +36,31 @@ SHAPE = (1, 3, 32, 32)
 
 
 class Served:
-    """A ``qosbatch serve`` child process and its address."""
+    """A ``qosbatch serve`` child process and its address, started the one way
+    (``qosbatch.launch``): its own session, its output in a log, its group stopped."""
 
     def __init__(self, *args: str, timeout_s: float = 90.0) -> None:
         cmd = [sys.executable, "-c", "from qosbatch.cli import main; main()", "serve"]
         cmd += ["--port", "0", *args]
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.log: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                self.stop()
-                raise AssertionError("server did not start:\n" + "".join(self.log)) from None
-            if "serving on http://" in line:
-                self.url = line.split("serving on http://")[1].split()[0]
-                return
+        fd, log = tempfile.mkstemp(prefix="qosbatch-served-", suffix=".log")
+        os.close(fd)  # (read into _final_log on the stop, then removed)
+        self._launched = Launched("qosbatch serve", cmd, Path(log), grace_s=30.0)
+        self._final_log: str | None = None  # what it said, kept once the log is removed
+        self._launched.start()
+        assert self._launched.proc is not None
+        self.proc = self._launched.proc
+        try:
+            url = self._launched.wait_ready(banner_url, timeout_s)
+        except LaunchError as exc:
+            self.stop()
+            raise AssertionError(f"server did not start: {exc}") from None
+        self.url = url.removeprefix("http://")
 
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.log.append(line)
-            self.lines.put(line)
+    @property
+    def log(self) -> list[str]:
+        if self._final_log is not None:
+            return [self._final_log]
+        return [self._launched.log_text()]
 
     def client(self, concurrency: int = 1) -> th.InferenceServerClient:
         return th.InferenceServerClient(self.url, concurrency=concurrency, network_timeout=60)
@@ -79,12 +80,11 @@ class Served:
         return total
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        """SIGTERM (the drain), then the group's SIGKILL if it lingers; the exit code."""
+        self._launched.stop()
+        if self._final_log is None:
+            self._final_log = self._launched.log_text()
+            self._launched.log_path.unlink(missing_ok=True)
         return self.proc.wait()
 
 

@@ -177,12 +177,12 @@ def running_server(
     """
     cmd = [sys.executable, "-c", "from qosbatch.cli import main; main()", *map(str, args)]
     name = f"qosbatch {' '.join(map(str, args))}"
-    with running(name, cmd, _banner_url, timeout_s, env=env, cpus=cpus, grace_s=90.0) as server:
+    with running(name, cmd, banner_url, timeout_s, env=env, cpus=cpus, grace_s=90.0) as server:
         assert server.url is not None
         yield server.url
 
 
-def _banner_url(server: Launched) -> str | None:
+def banner_url(server: Launched) -> str | None:
     """The URL of ``qosbatch: serving on http://HOST:PORT ...``, once printed."""
     _, found, rest = server.log_text().partition("serving on http://")
     return "http://" + rest.split()[0] if found and rest.split() else None
