@@ -88,7 +88,7 @@ from benchmarks.peers.servers.noop_servers import (
     READY_PATH,
 )
 from benchmarks.peers.triton import cleanup_after
-from benchmarks.peers.venvs import run_logged, tail
+from benchmarks.peers.venvs import run_logged
 from qosbatch.launch import (
     Launched,
     LaunchError,
@@ -97,6 +97,7 @@ from qosbatch.launch import (
     http,
     running,
     stop_all,
+    tail,
 )
 
 # The servers' side (PyTriton's and Starlette's), run by their own interpreters.

@@ -17,18 +17,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from qosbatch.launch import tail
+
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qosbatch" / "peers"
 INSTALL_TIMEOUT_S = 900.0
 STAMP = ".peers-stamp.json"
-
-
-def tail(path: Path, n: int = 15) -> str:
-    """The end of a log: the part that says why a step failed."""
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "    (no log)"
-    return "\n".join("    " + line for line in lines[-n:]) or "    (empty)"
 
 
 def run_logged(
