@@ -291,12 +291,12 @@ class Batcher:
         the model.
         """
         policy = self.policy
-        log.error("%s: policy %s failed; falling back to dynamic", self.model, policy.name)
-        log.debug("the policy's fault", exc_info=exc)
+        log.error(
+            "%s: policy %s failed; falling back to dynamic", self.model, policy.name, exc_info=exc
+        )
         self.series.policy_faults.labels(self.model, policy.name).inc()
         reason = f"policy {policy.name} failed: {exc}"
-        d = self._applying
-        self._applying = None
+        d = self._applying  # (cleared by _decide once the fault is handled)
         q = self.queue
         waiting = self._waiting  # (requests the decision named that are still queued)
         named = [] if d is None else [r for r in dict.fromkeys(d.requests) if r in waiting]
