@@ -94,3 +94,32 @@ def test_an_unknown_encoding_is_refused():
     trace = one_model_trace(np.zeros(1))
     with pytest.raises(Exception, match="unknown encoding"):
         asyncio.run(run_load("http://127.0.0.1:9", "m", trace, encoding="xml"))
+
+
+def test_shared_parts_are_byte_for_byte_the_whole_body():
+    import orjson
+
+    from qosbatch.client.bodies import Parts, json_parts
+
+    inputs = [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [0.5, -1.0, 2.0]}]
+    head, tail = json_parts(inputs)
+    for params in ({}, {"slo_ms": 12.5, "priority": 2}):
+        whole = {"inputs": inputs, **({"parameters": params} if params else {})}
+        body = Parts((head, tail(params)), "application/json")
+        assert asyncio.run(body.as_bytes()) == orjson.dumps(whole)
+        assert body.size == len(orjson.dumps(whole))
+
+    class Writer:
+        def __init__(self):
+            self.out = b""
+
+        async def write(self, chunk):
+            self.out += bytes(chunk)
+
+    body = Parts((b"head", b"raw-bytes"), "application/octet-stream")
+    w = Writer()
+    asyncio.run(body.write_with_length(w, 7))  # a shorter Content-Length cuts across parts
+    assert w.out == b"headraw"
+    w = Writer()
+    asyncio.run(body.write_with_length(w, None))
+    assert w.out == b"headraw-bytes"

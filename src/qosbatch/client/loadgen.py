@@ -28,6 +28,7 @@ import aiohttp
 import numpy as np
 import orjson
 
+from qosbatch.client.bodies import Parts, json_parts
 from qosbatch.core.errors import UserError
 from qosbatch.core.requests import Record, RecordTable
 from qosbatch.serve.protocol import BINARY_CONTENT_TYPE, DATATYPES, HEADER_LENGTH
@@ -85,18 +86,6 @@ def _header(
     return orjson.dumps(head)
 
 
-def _json_body(
-    name: str, datatype: str, shape: list[int], data: list[Any], parameters: dict[str, Any]
-) -> bytes:
-    """A plain v2 JSON request: what every v2 server (MLServer, Triton, KServe) accepts."""
-    request: dict[str, Any] = {
-        "inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}]
-    }
-    if parameters:
-        request["parameters"] = parameters
-    return orjson.dumps(request)
-
-
 def _batch_size(body: bytes, size: int) -> int:
     """The batch the server says the request ran in (qosbatch answers it; 0: not said)."""
     params = orjson.loads(body[:size]).get("parameters") or {}
@@ -146,7 +135,7 @@ async def run_load(
     return LoadResult(outcomes.records(trace, model), errors, wall)
 
 
-Request = tuple[bytes, dict[str, str]]  # a body and its headers
+Request = tuple[Parts, dict[str, str]]  # a body and its headers
 
 
 def _encoder(
@@ -156,18 +145,22 @@ def _encoder(
     encoding: Encoding,
     slo_parameters: SloParameters,
 ) -> Callable[[float], Request]:
-    """One request for a budget (ms): the same random sample every time, in ``encoding``."""
+    """One request for a budget (ms): the same random sample every time, in ``encoding``.
+
+    The sample is encoded once; every request shares its bytes (``bodies.Parts``).
+    """
     sample = np.random.default_rng(0).standard_normal(shape).astype(DATATYPES[datatype])
     raw = sample.tobytes()
-    data = sample.reshape(-1).tolist()
+    head, tail = json_parts(
+        [{"name": name, "shape": shape, "datatype": datatype, "data": sample.reshape(-1).tolist()}]
+    )
 
     def request(slo_ms: float) -> Request:
         parameters = slo_parameters(slo_ms)
         if encoding == "json":
-            body = _json_body(name, datatype, shape, data, parameters)
-            return body, {"content-type": "application/json"}
-        head = _header(name, datatype, shape, len(raw), parameters)
-        return head + raw, {HEADER_LENGTH: str(len(head)), "content-type": BINARY_CONTENT_TYPE}
+            return Parts((head, tail(parameters)), "application/json"), {}
+        binary = _header(name, datatype, shape, len(raw), parameters)
+        return Parts((binary, raw), BINARY_CONTENT_TYPE), {HEADER_LENGTH: str(len(binary))}
 
     return request
 
@@ -216,7 +209,7 @@ class _Outcomes:
         session: aiohttp.ClientSession,
         url: str,
         i: int,
-        body: bytes,
+        body: Parts,
         headers: dict[str, str],
         now: Callable[[], float],
     ) -> None:
