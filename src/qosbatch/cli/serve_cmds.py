@@ -42,6 +42,13 @@ _Profiles = Annotated[
 ]
 _Host = Annotated[str, typer.Option(help="Address to bind (loopback unless told).")]
 _Port = Annotated[int, typer.Option(help="TCP port (0: any free one, printed).")]
+_GrpcPort = Annotated[
+    int | None,
+    typer.Option(
+        help="Also serve KServe v2 over gRPC (as Triton) on this port of --host "
+        "(0: any free one, printed). Default: HTTP only."
+    ),
+]
 _Cores = Annotated[
     int | None, typer.Option(help="Cores for all models together (default: all), split evenly.")
 ]
@@ -91,6 +98,7 @@ def serve(
     profile: _Profiles = None,
     host: _Host = "127.0.0.1",
     port: _Port = 8000,
+    grpc_port: _GrpcPort = None,
     cores: _Cores = None,
     workers: _Workers = 1,
     share_cores: _ShareCores = False,
@@ -129,7 +137,7 @@ def serve(
     check_backend(backend, device)
     spec = checked(parse_policy(policy))
     slo_s = duration_ms(slo, "--slo") / 1e3
-    check_limits(max_batch, max_queue, max_in_flight, max_body_mb, port, records)
+    check_limits(max_batch, max_queue, max_in_flight, max_body_mb, port, records, grpc_port)
     shape = parse_shape(input_shape) if input_shape else None
     wanted = wanted_models(model, plan, node, shape, spec, slo_s, workers)
     refuse_foreign_agents(wanted)
@@ -147,24 +155,27 @@ def serve(
         max_in_flight=max_in_flight,
         records=str(records) if records is not None else None,
     )
-    _run(config, host, port)
+    _run(config, host, port, grpc_port)
 
 
-def _run(config: ServerConfig, host: str, port: int) -> None:
+def _run(config: ServerConfig, host: str, port: int, grpc_port: int | None = None) -> None:
     """Bind, print the models and the URL once serving, and serve until drained."""
-    from qosbatch.serve.server import bind
+    from qosbatch.serve.server import Server, bind
     from qosbatch.serve.server import serve as run_server
 
     logging.basicConfig(level=logging.INFO, format="qosbatch: %(message)s")
     sock = bind(host, port)
     bound = sock.getsockname()[1]
+    grpc_at = None if grpc_port is None else (host, grpc_port)
 
-    def ready(server: object) -> None:
+    def ready(server: Server) -> None:
         for m in config.models:
             typer.echo(
                 f"qosbatch: {m.ref.name}: policy {m.policy.label}, SLO {m.slo_s * 1e3:g} ms, "
                 f"{len(m.cpus)} core(s) {list(m.cpus)}, {m.workers} worker(s)"
             )
+        if server.grpc_port is not None:  # (before the HTTP line, which says it is up)
+            typer.echo(f"qosbatch: gRPC (KServe v2) on {host}:{server.grpc_port}")
         typer.echo(f"qosbatch: serving on http://{host}:{bound} (Ctrl-C or SIGTERM drains)")
 
     try:  # uvloop (with uvicorn[standard]): about 1.5x the requests/s of asyncio's own loop
@@ -172,9 +183,9 @@ def _run(config: ServerConfig, host: str, port: int) -> None:
     except ModuleNotFoundError as exc:  # uvloop's absence only (Windows): plain asyncio
         if exc.name != "uvloop":
             raise
-        asyncio.run(run_server(config, sock, ready))
+        asyncio.run(run_server(config, sock, ready, grpc_at))
     else:
-        uvloop.run(run_server(config, sock, ready))
+        uvloop.run(run_server(config, sock, ready, grpc_at))
 
 
 @app.command()

@@ -38,6 +38,7 @@ def check_limits(
     max_body_mb: float,
     port: int,
     records: Path | None,
+    grpc_port: int | None = None,
 ) -> None:
     """Refuse nonsense limits before any model is loaded."""
     for name, value, low in (
@@ -49,8 +50,11 @@ def check_limits(
             raise UserError(f"{name} must be >= {low}, got {value}")
     if not max_body_mb > 0:
         raise UserError(f"--max-body-mb must be > 0, got {max_body_mb}")
-    if not 0 <= port <= 65535:
-        raise UserError(f"--port must be 0 to 65535, got {port}")
+    for flag, value in (("--port", port), ("--grpc-port", grpc_port)):
+        if value is not None and not 0 <= value <= 65535:
+            raise UserError(f"{flag} must be 0 to 65535, got {value}")
+    if grpc_port is not None and grpc_port == port != 0:
+        raise UserError(f"--grpc-port and --port are both {port}; give each its own")
     if records is not None and not records.parent.is_dir():
         raise UserError(f"--records: no directory {records.parent} to write {records.name} in")
 

@@ -22,6 +22,7 @@ from starlette.schemas import SchemaGenerator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import qosbatch
+from qosbatch.serve.front import Front, admit
 from qosbatch.serve.protocol import (
     HEADER_LENGTH,
     ProtocolError,
@@ -45,9 +46,9 @@ def _error(status: int, reason: str, **extra: Any) -> Response:
     return Response(error_body(reason, **extra), status, media_type="application/json")
 
 
-def build_app(server: Server) -> ASGIApp:
-    """The ASGI app serving ``server``'s models."""
-    return _V2Routes(server)
+def build_app(server: Server, front: Front | None = None) -> ASGIApp:
+    """The ASGI app serving ``server``'s models (through ``front``, when gRPC shares it)."""
+    return _V2Routes(server, front or Front(server))
 
 
 class _V2Routes:
@@ -59,12 +60,10 @@ class _V2Routes:
     ASGI 2 by that, and took a bound method for ASGI 2.)
     """
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, front: Front) -> None:
         self.server = server
+        self.front = front
         self.limit = server.config.max_body_bytes
-        self.max_in_flight = server.config.max_in_flight
-        self.in_flight: set[object] = set()  # infer requests between arrival and answer
-        self.gauge = server.telemetry.in_flight
         self.app = Starlette(
             routes=self.routes(), exception_handlers={HTTPException: self.http_error}
         )
@@ -112,15 +111,7 @@ class _V2Routes:
         await self.app(scope, receive, send)
 
     def lookup(self, request: Request) -> ServedModel:
-        name = request.path_params["model"]
-        served = self.server.models.get(name)
-        if served is None:
-            known = ", ".join(self.server.models) or "none"
-            raise ProtocolError(404, f"unknown model {name!r}; this server serves: {known}")
-        version = request.path_params.get("version")
-        if version is not None and version != "1":
-            raise ProtocolError(404, f"model {name!r} has no version {version!r}; it has '1'")
-        return served
+        return self.front.lookup(request.path_params["model"], request.path_params.get("version"))
 
     async def server_metadata(self, request: Request) -> Response:
         """Server metadata (KServe v2).
@@ -128,13 +119,7 @@ class _V2Routes:
         responses:
           200: {description: "name, version and protocol extensions"}
         """
-        return JSONResponse(
-            {
-                "name": "qosbatch",
-                "version": qosbatch.__version__,
-                "extensions": ["binary_tensor_data"],
-            }
-        )
+        return JSONResponse(self.front.server_metadata())
 
     async def live(self, request: Request) -> Response:
         """Liveness: 200 while the process serves HTTP.
@@ -165,22 +150,7 @@ class _V2Routes:
             m = self.lookup(request)
         except ProtocolError as exc:
             return _error(exc.status, exc.reason)
-        return JSONResponse(
-            {
-                "name": m.name,
-                "versions": ["1"],
-                "platform": m.platform,
-                "inputs": [m.input.metadata()],
-                "outputs": [o.metadata() for o in m.outputs],
-                "parameters": {
-                    "policy": m.config.policy.label,
-                    "slo_ms": m.config.slo_s * 1e3,
-                    "cores": len(m.config.cpus),
-                    "workers": m.config.workers,
-                    "latency_model": m.latency_source,
-                },
-            }
-        )
+        return JSONResponse(self.front.model_metadata(m))
 
     async def model_ready(self, request: Request) -> Response:
         """Model readiness.
@@ -194,7 +164,7 @@ class _V2Routes:
             m = self.lookup(request)
         except ProtocolError as exc:
             return _error(exc.status, exc.reason)
-        ok = m.batcher.ready and not self.server.draining
+        ok = self.front.model_ready(m)
         return JSONResponse({"name": m.name, "ready": ok}, 200 if ok else 503)
 
     async def infer(self, request: Request) -> Response:
@@ -213,29 +183,16 @@ class _V2Routes:
           500: {description: "the model failed or its worker died (the reason says which)"}
           503: {description: "queue full, or the server is shutting down"}
         """
-        in_flight = self.in_flight
+        front = self.front
+        params = request.path_params
         try:
-            m = self.lookup(request)
-            if self.server.draining:
-                raise ProtocolError(503, "the server is shutting down")
-            if len(in_flight) >= self.max_in_flight:
-                # Bounded: past this many, a request is refused before its body is read,
-                # instead of queueing in the event loop behind work it cannot catch up on.
-                raise ProtocolError(
-                    503, f"{len(in_flight)} requests in flight, the limit (--max-in-flight)"
-                )
-        except ProtocolError as exc:
-            return _error(exc.status, exc.reason)
-        token = object()
-        in_flight.add(token)
-        self.gauge.set(len(in_flight))
-        try:
-            return await self._infer(request, m)
+            m = front.enter(params["model"], params.get("version"))
+            try:
+                return await self._infer(request, m)
+            finally:
+                front.leave()
         except ProtocolError as exc:
             return _error(exc.status, exc.reason, **exc.extra)
-        finally:
-            in_flight.discard(token)
-            self.gauge.set(len(in_flight))
 
     async def _infer(self, request: Request, m: ServedModel) -> Response:
         body = _Body(request, self.limit)
@@ -250,17 +207,15 @@ class _V2Routes:
                 header_size(header_length, len(head))
             budget, priority = decode_admission(head)
             budget = budget or parse_budget_header(request.headers.get("x-slo-ms"))
-            _admit(m, budget, priority)
+            admit(m, budget, priority)
         req = decode_infer(
             await body.whole(), header_length, m.input, m.outputs, m.config.max_batch
         )
         if header_length is None:  # plain JSON: the budget is known once the body is parsed
             budget = req.budget_s or parse_budget_header(request.headers.get("x-slo-ms"))
-            _admit(m, budget, req.priority)
-        answer = await m.batcher.submit(req.tensor, budget or m.config.slo_s, req.priority)
-        if answer.status != 200:
-            return _error(answer.status, answer.reason, outcome=answer.outcome)
-        assert answer.output is not None
+            admit(m, budget, req.priority)
+        answer = await self.front.run(m, req, budget)
+        assert answer.output is not None  # (for the type checker: run raises otherwise)
         payload, headers = encode_infer(
             m.name,
             req,
@@ -291,13 +246,6 @@ class _V2Routes:
     async def http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         return _error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}")
-
-
-def _admit(m: ServedModel, budget: float | None, priority: int) -> None:
-    """Shed a request now (429) if the policy says it cannot make its budget."""
-    reason = m.batcher.admit(budget or m.config.slo_s, priority)
-    if reason:
-        raise ProtocolError(429, reason, outcome="rejected")
 
 
 class _Body:

@@ -94,7 +94,21 @@ def decode_infer(
     """Parse one infer request for a single-input model; raise ProtocolError if it is wrong."""
     json_size = _json_size(body, header_length)
     head = _parse_json(body[:json_size])
-    binary = memoryview(body)[json_size:]
+    return infer_request(head, memoryview(body)[json_size:], model, outputs, max_batch)
+
+
+def infer_request(
+    head: dict[str, Any],
+    binary: memoryview,
+    model: TensorSpec,
+    outputs: tuple[TensorSpec, ...],
+    max_batch: int,
+) -> InferRequest:
+    """Check a request's v2 JSON head (and the raw bytes its binary input names) for a model.
+
+    Every transport ends here: HTTP with the parsed body, gRPC with its message put
+    in the same form, so one set of rules (and of reasons) judges both.
+    """
     params = _object(head.get("parameters", {}), "parameters")
     inputs = head.get("inputs")
     if not isinstance(inputs, list) or not inputs:
@@ -140,11 +154,9 @@ def encode_infer(
         head["id"] = request.id
     if parameters:
         head["parameters"] = parameters
-    names = request.output_names or tuple(outputs)
     blobs: list[bytes] = []
     tensors = []
-    for name in names:
-        array = np.ascontiguousarray(outputs[name])
+    for name, array in answered_outputs(request, outputs):
         entry: dict[str, Any] = {
             "name": name,
             "datatype": datatype_of(array.dtype),
@@ -163,6 +175,14 @@ def encode_infer(
         return text, {"content-type": "application/json"}
     headers = {"content-type": BINARY_CONTENT_TYPE, HEADER_LENGTH: str(len(text))}
     return b"".join([text, *blobs]), headers
+
+
+def answered_outputs(
+    request: InferRequest, outputs: dict[str, np.ndarray]
+) -> list[tuple[str, np.ndarray]]:
+    """The outputs the request asked for (all when it named none), contiguous, in its order."""
+    names = request.output_names or tuple(outputs)
+    return [(name, np.ascontiguousarray(outputs[name])) for name in names]
 
 
 def error_body(reason: str, **extra: Any) -> bytes:

@@ -111,6 +111,7 @@ class Server:
     drain_requested: bool = False
     draining: bool = False
     started: bool = False
+    grpc_port: int | None = None  # where the gRPC endpoint listens, when there is one
 
     async def start(self) -> None:
         """Start every model's workers, build its latency table, start its batcher."""
@@ -272,13 +273,30 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 async def serve(
-    config: ServerConfig, sock: socket.socket, on_ready: Callable[[Server], None] | None = None
+    config: ServerConfig,
+    sock: socket.socket,
+    on_ready: Callable[[Server], None] | None = None,
+    grpc_at: tuple[str, int] | None = None,
 ) -> None:
-    """Start the models, serve HTTP on ``sock`` until SIGTERM/SIGINT, drain, stop the workers."""
+    """Start the models, serve HTTP on ``sock`` (and gRPC at ``grpc_at``, host and port)
+    until SIGTERM/SIGINT, drain, stop the workers."""
     from qosbatch.serve.app import build_app
+    from qosbatch.serve.front import Front
 
     server = Server(config)
-    await server.start()
+    front = Front(server)  # one for both transports: one in-flight bound, one set of rules
+    listener = None
+    if grpc_at is not None:  # bound now, as the HTTP socket is: a busy port fails at once
+        from qosbatch.serve.grpc_service import GrpcListener
+
+        listener = GrpcListener(front, *grpc_at)
+        server.grpc_port = listener.port
+    try:
+        await server.start()
+    except BaseException:
+        if listener is not None:
+            await listener.stop(0)
+        raise
     # Everything loaded so far lives as long as the process: move it out of the collector's
     # reach, so a full collection under load walks only request garbage. (With torch in
     # this process, as a user's own model file still brings it, such pauses put p99 near
@@ -286,8 +304,10 @@ async def serve(
     gc.collect()
     gc.freeze()
     try:
+        if listener is not None:
+            await listener.start()
         uv_config = uvicorn.Config(
-            build_app(server),
+            build_app(server, front),
             log_level="warning",
             access_log=False,
             # Bound to loopback by default and answering machines, not browsers: no proxy
@@ -303,4 +323,6 @@ async def serve(
             on_ready(server)
         await uv.serve(sockets=[sock])
     finally:
+        if listener is not None:  # drained by now (server.idle covers gRPC's requests too)
+            await listener.stop(1.0)
         await server.stop()
