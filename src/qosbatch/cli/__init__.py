@@ -42,6 +42,7 @@ def main() -> None:
 # The command modules register themselves on `app`; imported last because they import it.
 from qosbatch.cli import (  # noqa: E402, F401
     deploy_cmds,
+    job_cmds,
     plan_cmds,
     profile_cmds,
     queue_cmds,
