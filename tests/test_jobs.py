@@ -322,3 +322,42 @@ def test_resume_after_kill_9_loses_and_repeats_nothing(tmp_path, monkeypatch):
     )
     direct = make_backend(resolve_model("slowmod:build", (8,))).run(x)
     np.testing.assert_allclose(np.load(tmp_path / "out" / "outputs.npy"), direct, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_ray_engine_resumes_the_same_layout_and_matches_the_local_runner(tmp_path):
+    """Half the parts done by the local runner, the rest on local Ray (2 CPUs)."""
+    pytest.importorskip("ray.data")
+    import ray
+
+    x = np.random.default_rng(5).standard_normal((120, 784), dtype=np.float32)
+    args = ("--batch-size", 8, "--cores", 1, "--part-size", 24)
+    np.save(tmp_path / "x.npy", x)
+    local = ("job", "run", tmp_path / "x.npy", "--model", "mlp", *args)
+    assert run_cli(*local, "-o", tmp_path / "local").exit_code == 0
+    assert run_cli(*local, "-o", tmp_path / "half").exit_code == 0
+    manifest = json.loads((tmp_path / "half" / "manifest.json").read_text())
+    manifest.update(parts_done=[0, 2], complete=False)
+    (tmp_path / "half" / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "half" / "outputs.npy").unlink()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        done = run_cli(*local, "-o", tmp_path / "half", "--engine", "ray", "--actors", 2)
+    finally:
+        ray.shutdown()
+    assert done.exit_code == 0, done.output
+    summary = json.loads((tmp_path / "half" / "job.json").read_text())
+    assert summary["engine"] == "ray" and summary["samples_this_run"] == 120 - 48
+    assert json.loads((tmp_path / "half" / "manifest.json").read_text())["parts_done"] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
+    np.testing.assert_allclose(
+        np.load(tmp_path / "half" / "outputs.npy"),
+        np.load(tmp_path / "local" / "outputs.npy"),
+        rtol=1e-5,
+        atol=1e-6,
+    )

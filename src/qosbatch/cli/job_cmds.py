@@ -186,6 +186,16 @@ def job_run(
         int | None, typer.Option(min=1, help="Samples per output part (default: ~10 s of work).")
     ] = None,
     margin: MarginOption = 0.05,
+    engine: Annotated[
+        str, typer.Option(help="local (this process) or ray (Ray Data map_batches, actor pool).")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address for --engine ray (default: local Ray).")
+    ] = None,
+    actors: Annotated[
+        int | None,
+        typer.Option(min=1, help="--engine ray: actors (default: the cluster's CPUs / cores)."),
+    ] = None,
 ) -> None:
     """Run the job here, resumably: rerun the same command after a crash to go on.
 
@@ -203,6 +213,10 @@ def job_run(
 
     started = time.perf_counter()
     check_backend(backend, "cpu")
+    if engine not in ("local", "ray"):
+        raise UserError(f"--engine must be local or ray, got {engine!r}")
+    if engine == "local" and (address is not None or actors is not None):
+        raise UserError("--address and --actors need --engine ray")
     deadline_s = parse_duration_s(deadline) if deadline is not None else None
     job_input, ref, profile = _inputs(input_path, model, profile_path)
     settings = JobSettings(margin=margin)
@@ -219,8 +233,9 @@ def job_run(
     if service is not None:
         predicted = predict_one(left, service, choice.batch, choice.cores, settings).duration_s
     _announce(choice, deadline_s, predicted)
+    ray = (str(input_path.resolve()), address, actors) if engine == "ray" else None
     summary = _run(
-        job_input, ref, backend, out, choice, service, deadline_s, predicted, price, started
+        job_input, ref, backend, out, choice, service, deadline_s, predicted, price, started, ray
     )
     _print_summary(summary, output)
 
@@ -250,7 +265,9 @@ def _run(
     predicted: float | None,
     price: float | None,
     started: float,
+    ray: tuple[str, str | None, int | None] | None,
 ) -> dict[str, Any]:
+    """Run locally, or on Ray Data when ``ray`` is (input path, address, actors)."""
     from qosbatch.jobs.job import available_cores
     from qosbatch.jobs.progress import RichReporter
     from qosbatch.jobs.runner import RunSettings, run_local
@@ -264,7 +281,6 @@ def _run(
         )
     elif price < 0:
         raise UserError(f"--price must be >= 0, got {price:g}")
-    backend = make_backend(ref, backend_name, threads=choice.cores)
     settings = RunSettings(
         batch=choice.batch,
         cores=choice.cores,
@@ -274,12 +290,24 @@ def _run(
         predicted_s=predicted,
         price_per_core_hour=price,
         currency=catalogue.currency,
-        meta={"model": ref.name, "backend": backend_name, "input": str(job_input.chunks[0].path)},
+        meta={
+            "engine": "local" if ray is None else "ray",
+            "model": ref.name,
+            "backend": backend_name,
+            "input": str(job_input.chunks[0].path),
+        },
     )
+    reporter = RichReporter(err_console, ref.name)
     try:
-        return run_local(
-            job_input, backend, out, settings, service, RichReporter(err_console, ref.name), started
-        )
+        if ray is not None:
+            from qosbatch.jobs.ray_runner import run_ray
+
+            path, address, actors = ray
+            return run_ray(
+                path, ref, backend_name, out, settings, actors, reporter, started, address
+            )
+        backend = make_backend(ref, backend_name, threads=choice.cores)
+        return run_local(job_input, backend, out, settings, service, reporter, started)
     except KeyboardInterrupt:
         err_console.print(
             f"interrupted: {len(out.done)} of {out.part_count} parts are kept in {out.root}; "

@@ -241,28 +241,54 @@ def _run_part(run: _Run, job_input: JobInput, backend: Backend, index: int) -> n
 
 
 def _summary(run: _Run, end: float) -> dict[str, Any]:
-    s = run.settings
-    wall = end - run.started_at
+    return summarise(
+        run.settings,
+        samples=run.out.n,
+        this_run=run.this_run,
+        wall_s=end - run.started_at,
+        loop_s=end - run.loop_at,
+        compute_s=run.compute_s,
+        core_s=run.core_s,
+        final=(run.batch, run.cores),
+        replans=run.changes,
+    )
+
+
+def summarise(
+    s: RunSettings,
+    *,
+    samples: int,
+    this_run: int,
+    wall_s: float,
+    loop_s: float,
+    compute_s: float,
+    core_s: float,
+    final: tuple[int, int],
+    replans: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """job.json: what ran, how long, what it cost, and the prediction beside it."""
     price = s.price_per_core_hour
     return {
         **s.meta,
-        "samples": run.out.n,
-        "samples_this_run": run.this_run,
-        "resumed_from": run.out.n - run.this_run,
-        "wall_s": round(wall, 3),
-        "compute_s": round(run.compute_s, 3),
-        "throughput": round(run.this_run / max(end - run.loop_at, 1e-9), 3),
-        "core_seconds": round(run.core_s, 3),
-        "cost": None if price is None else round(run.core_s * price / 3600, 6),
+        "samples": samples,
+        "samples_this_run": this_run,
+        "resumed_from": samples - this_run,
+        "wall_s": round(wall_s, 3),
+        "compute_s": round(compute_s, 3),
+        "throughput": round(this_run / max(loop_s, 1e-9), 3),
+        "core_seconds": round(core_s, 3),
+        "cost": None if price is None else round(core_s * price / 3600, 6),
         "currency": s.currency,
         "price_per_core_hour": price,
         "batch": s.batch,
         "cores": s.cores,
-        "final_batch": run.batch,
-        "final_cores": run.cores,
-        "replans": run.changes,
+        "final_batch": final[0],
+        "final_cores": final[1],
+        "replans": replans,
         "deadline_s": s.deadline_s,
-        "met_deadline": None if s.deadline_s is None else wall <= s.deadline_s,
+        "met_deadline": None if s.deadline_s is None else wall_s <= s.deadline_s,
         "predicted_s": None if s.predicted_s is None else round(s.predicted_s, 3),
-        "predicted_over_actual": None if s.predicted_s is None else round(s.predicted_s / wall, 4),
+        "predicted_over_actual": None
+        if s.predicted_s is None
+        else round(s.predicted_s / wall_s, 4),
     }
