@@ -44,6 +44,7 @@ req/s, p50 13-16 ms, p99 20-30 ms; bare Starlette 8,000-8,700 req/s, p50 3.5 ms,
     .venv/bin/python benchmarks/serve_noop.py                      # all three
     .venv/bin/python benchmarks/serve_noop.py --servers triton,starlette --json
     .venv/bin/python benchmarks/serve_noop.py --qosbatch-cmd 'CMD ... --port {port}'
+    .venv/bin/python benchmarks/serve_noop.py --protocols http,grpc --duration 5  # beside gRPC
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ from typing import Any
 # live in the benchmarks.peers package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import noop_protocols
 from benchmarks.peers.pythons import (
     FALLBACK_PYS,
     TRITON_PY,
@@ -547,6 +549,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     ap.add_argument("--log-dir", help="where server and wrk logs go (default: a new temp dir)")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
+    ap.add_argument(
+        "--protocols",
+        type=lambda s: [p.strip() for p in s.split(",") if p.strip()],
+        help="instead of wrk: qosbatch alone over these (http,grpc) side by side, "
+        "by `qosbatch bench`, server and client on CPUs apart (benchmarks/noop_protocols.py)",
+    )
+    noop_protocols.add_options(ap)
     args = ap.parse_args(argv)
     names = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = sorted(set(names) - set(SERVERS))
@@ -562,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the comparison, one server after another, each stopped whole before the next."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     atexit.register(stop_all)
+    if args.protocols:
+        return noop_protocols.report(args)
     signal.signal(signal.SIGTERM, _raise_on_signal)
     signal.signal(signal.SIGHUP, _raise_on_signal)
     logs = Path(args.log_dir or tempfile.mkdtemp(prefix="serve_noop-"))

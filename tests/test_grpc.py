@@ -7,6 +7,7 @@ The server is started the one way tests start it (``test_serve.Served``, through
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import threading
@@ -24,11 +25,16 @@ pytestmark = pytest.mark.slow
 NOOP = "noop"
 
 
-def grpc_client(s: Served) -> tg.InferenceServerClient:
+def grpc_address(s: Served) -> str:
+    """host:port of the server's gRPC endpoint, from its banner."""
     text = "".join(s.log)
     found = re.search(r"gRPC \(KServe v2\) on (\S+)", text)
     assert found, text
-    return tg.InferenceServerClient(found.group(1))
+    return found.group(1)
+
+
+def grpc_client(s: Served) -> tg.InferenceServerClient:
+    return tg.InferenceServerClient(grpc_address(s))
 
 
 def grpc_input(x: np.ndarray, name: str = "input", datatype: str = "FP32") -> tg.InferInput:
@@ -167,3 +173,23 @@ def test_draining_refuses_new_grpc_calls_with_unavailable():
         assert s.proc.wait(30) == 0
     finally:
         s.stop()
+
+
+def test_bench_over_grpc_reports_the_same_keys(server):
+    from tests.conftest import run_cli
+
+    address = grpc_address(server)
+    result = run_cli(
+        "bench", "--protocol", "grpc", "--url", f"grpc://{address}", "--model", NOOP,
+        "--workload", "poisson:rate=100,duration_s=1,slo_ms=1000", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)[0]
+    assert row["requests"] == row["on_time"] + row["late"] > 50
+    assert row["errors"] == 0 and row["mean_batch"] >= 1
+    shed = run_cli(
+        "bench", "--protocol", "grpc", "--url", address, "--model", MODEL,
+        "--workload", "poisson:rate=50,duration_s=1,slo_ms=0.001", "--json",
+    )  # fmt: skip
+    row = json.loads(shed.stdout)[0]
+    assert row["rejected"] == row["requests"] and row["errors"] == 0  # 429s, not errors

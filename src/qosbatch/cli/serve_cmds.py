@@ -14,6 +14,7 @@ from qosbatch.core.errors import UserError
 
 if TYPE_CHECKING:  # the command imports these when it runs: `qosbatch --help` stays quick
     from qosbatch.serve.server import ServerConfig
+    from qosbatch.workloads.trace import Trace
 
 DEFAULT_SLO = "500ms"
 
@@ -191,7 +192,13 @@ def _run(config: ServerConfig, host: str, port: int, grpc_port: int | None = Non
 @app.command()
 def bench(
     model: Annotated[str, typer.Option(help="The served model to load.")],
-    url: Annotated[str, typer.Option(help="The server's base URL.")] = "http://127.0.0.1:8000",
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="The server's base URL (default http://127.0.0.1:8000); "
+            "with --protocol grpc, host:port (default 127.0.0.1:8001)."
+        ),
+    ] = None,
     trace: Annotated[
         Path | None, typer.Option(help="Trace CSV to replay (time_s,model,slo_ms).")
     ] = None,
@@ -210,6 +217,9 @@ def bench(
             help="binary (Triton's binary tensors) or json (plain v2, for MLServer and others)."
         ),
     ] = "binary",
+    protocol: Annotated[
+        str, typer.Option(help="http, or grpc (KServe v2 over gRPC, as tritonclient.grpc).")
+    ] = "http",
     seed: Annotated[int, typer.Option(help="Seed of the workload.")] = 0,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print a JSON list with one object, as simulate does.")
@@ -224,20 +234,69 @@ def bench(
     """
     import json
 
+    from qosbatch.cli.sim_cmds import print_metrics
+    from qosbatch.metrics import rejection_reasons, summarize
+
+    url = _bench_url(url, protocol, encoding)
+    t = _bench_trace(model, trace, workload, duration, max_requests, seed)
+    if protocol == "grpc":
+        from qosbatch.client.grpc_client import run_grpc_load
+
+        result = asyncio.run(run_grpc_load(url, model, t))
+    else:
+        from qosbatch.client.loadgen import run_load
+
+        result = asyncio.run(
+            run_load(url, model, t, max_connections=connections, encoding=encoding)  # type: ignore[arg-type]
+        )
+    m = summarize(result.records)
+    row = {"policy": f"live {model}", **m.to_json(), "errors": result.errors}
+    if json_out:
+        typer.echo(json.dumps([row], indent=1))
+    else:
+        print_metrics([row], f"{len(t)} requests to {url} in {result.wall_s:.1f} s (open loop)")
+        for reason, count in rejection_reasons(result.records):
+            typer.echo(f"  {count} x {reason}")
+    if plot is not None:
+        from qosbatch.viz.live_plot import plot_latencies
+
+        out = plot_latencies(result.records, plot, title=f"{model} at {url}")
+        typer.echo(f"wrote {out}", err=json_out)
+
+
+def _bench_url(url: str | None, protocol: str, encoding: str) -> str:
+    """The server's address for ``protocol``, checked (gRPC's is host:port)."""
+    if encoding not in ("binary", "json"):
+        raise UserError(f"--encoding must be binary or json, got {encoding!r}")
+    if protocol == "grpc":
+        from qosbatch.client.grpc_client import grpc_target
+
+        return grpc_target(url or "127.0.0.1:8001")
+    if protocol != "http":
+        raise UserError(f"--protocol must be http or grpc, got {protocol!r}")
+    if url is None:
+        return "http://127.0.0.1:8000"
+    if not url.startswith(("http://", "https://")):
+        raise UserError(f"--url must start with http:// or https://, got {url!r}")
+    return url
+
+
+def _bench_trace(
+    model: str,
+    trace: Path | None,
+    workload: str | None,
+    duration: float | None,
+    max_requests: int,
+    seed: int,
+) -> Trace:
+    """The requests to send: the trace or workload, cut to --duration, within --max-requests."""
     import numpy as np
 
-    from qosbatch.cli.sim_cmds import print_metrics
-    from qosbatch.client.loadgen import run_load
-    from qosbatch.metrics import rejection_reasons, summarize
     from qosbatch.workloads.spec import parse_workload
     from qosbatch.workloads.trace import Trace
 
     if (trace is None) == (workload is None):
         raise UserError("give exactly one of --trace and --workload")
-    if encoding not in ("binary", "json"):
-        raise UserError(f"--encoding must be binary or json, got {encoding!r}")
-    if not url.startswith(("http://", "https://")):
-        raise UserError(f"--url must start with http:// or https://, got {url!r}")
     spec = parse_workload(workload if workload is not None else f"trace:path={trace}")
     t = spec.generate(np.random.default_rng(seed), default_model=model)
     if duration is not None:
@@ -252,19 +311,4 @@ def bench(
         )
     if not len(t):
         raise UserError("the workload has no requests")
-    result = asyncio.run(
-        run_load(url, model, t, max_connections=connections, encoding=encoding)  # type: ignore[arg-type]
-    )
-    m = summarize(result.records)
-    row = {"policy": f"live {model}", **m.to_json(), "errors": result.errors}
-    if json_out:
-        typer.echo(json.dumps([row], indent=1))
-    else:
-        print_metrics([row], f"{len(t)} requests to {url} in {result.wall_s:.1f} s (open loop)")
-        for reason, count in rejection_reasons(result.records):
-            typer.echo(f"  {count} x {reason}")
-    if plot is not None:
-        from qosbatch.viz.live_plot import plot_latencies
-
-        out = plot_latencies(result.records, plot, title=f"{model} at {url}")
-        typer.echo(f"wrote {out}", err=json_out)
+    return t

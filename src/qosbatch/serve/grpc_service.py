@@ -175,12 +175,18 @@ class GrpcListener:
     """The gRPC server of a ``Front``: bound at construction, serving once started."""
 
     def __init__(self, front: Front, host: str, port: int) -> None:
-        limit = front.server.config.max_body_bytes
+        config = front.server.config
+        # Calls that arrive faster than the loop picks them up wait in gRPC's core; past
+        # its default of 1,000 it cancels them with no reason (seen under a burst of 2,000).
+        # Past --max-in-flight we refuse with one (UNAVAILABLE) instead, as HTTP does.
+        pending = max(8192, 4 * config.max_in_flight)
         self.server = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", limit),  # over it: RESOURCE_EXHAUSTED
+                ("grpc.max_receive_message_length", config.max_body_bytes),
                 ("grpc.max_send_message_length", -1),
                 ("grpc.so_reuseport", 0),  # a busy port fails here, as HTTP's does
+                ("grpc.server.max_pending_requests", pending),
+                ("grpc.server.max_pending_requests_hard_limit", pending),
             ]
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(front), self.server)

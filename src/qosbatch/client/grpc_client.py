@@ -1,0 +1,130 @@
+"""The open-loop load generator over KServe v2 gRPC (``bench --protocol grpc``).
+
+The same schedule, the same records and the same rule for late answers as the
+HTTP load generator (``loadgen``), only the transport differs: one ``grpc.aio``
+channel (HTTP/2 multiplexes the requests), tritonclient's generated messages,
+the input as ``raw_input_contents``. A gRPC refusal is recorded as its HTTP
+counterpart, so the summary reads the same: RESOURCE_EXHAUSTED (shed) as 429,
+UNAVAILABLE (draining, queue full) as 503, anything else as an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from qosbatch.client.loadgen import (
+    ERROR_PREFIX,
+    LoadResult,
+    SloParameters,
+    _Outcomes,
+    _send_open_loop,
+    slo_ms_parameter,
+)
+from qosbatch.core.errors import UserError
+from qosbatch.serve.protocol import DATATYPES
+from qosbatch.workloads.trace import Trace
+
+# gRPC code -> the HTTP status the records keep (the server maps them the other way).
+STATUS = {
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.INTERNAL: 500,
+}
+
+
+def grpc_target(url: str) -> str:
+    """``host:port`` from ``grpc://host:port`` or ``host:port``."""
+    target = url.removeprefix("grpc://").rstrip("/")
+    if "://" in target or ":" not in target:
+        raise UserError(f"a gRPC --url is host:port or grpc://host:port, got {url!r}")
+    return target
+
+
+def set_parameter(entry: Any, value: Any) -> None:
+    """One InferParameter from a Python value, as tritonclient sets them."""
+    if isinstance(value, bool):
+        entry.bool_param = value
+    elif isinstance(value, int):
+        entry.int64_param = value
+    elif isinstance(value, float):
+        entry.double_param = value
+    else:
+        entry.string_param = str(value)
+
+
+async def _template(stub: Any, model: str) -> Any:
+    """A request for ``model`` with one random sample, built from its metadata."""
+    try:
+        meta = await stub.ModelMetadata(pb.ModelMetadataRequest(name=model), timeout=10)
+    except grpc.aio.AioRpcError as exc:
+        raise UserError(f"model {model!r}: {exc.code().name}: {exc.details()}") from None
+    spec = meta.inputs[0]
+    if spec.datatype not in DATATYPES:
+        raise UserError(f"model {model!r} takes {spec.datatype}, which bench cannot generate")
+    shape = [1 if d == -1 else int(d) for d in spec.shape]
+    sample = np.random.default_rng(0).standard_normal(shape).astype(DATATYPES[spec.datatype])
+    request = pb.ModelInferRequest(model_name=model)
+    request.inputs.add(name=spec.name, datatype=spec.datatype, shape=shape)
+    request.raw_input_contents.append(sample.tobytes())
+    return request
+
+
+async def run_grpc_load(
+    target: str,
+    model: str,
+    trace: Trace,
+    *,
+    grace_s: float = 10.0,
+    progress: Callable[[int, int], None] | None = None,
+    slo_parameters: SloParameters = slo_ms_parameter,
+) -> LoadResult:
+    """Send ``trace`` (one model's requests) to the gRPC server at ``target`` open-loop."""
+    if not len(trace):
+        raise UserError("the workload has no requests")
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        template = await _template(stub, model)
+        outcomes = _Outcomes.of(len(trace))
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 0.05
+        slos = trace.slo_ms.tolist()
+
+        async def one(i: int) -> None:
+            request = pb.ModelInferRequest()
+            request.CopyFrom(template)
+            for key, value in slo_parameters(slos[i]).items():
+                set_parameter(request.parameters[key], value)
+            await _call(stub, request, outcomes, i, lambda: loop.time() - start)
+
+        await _send_open_loop(trace.time_s.tolist(), one, start, grace_s, progress)
+        wall = loop.time() - start
+    outcomes.unanswered(wall, grace_s)
+    errors = sum(1 for r in outcomes.reason if r.startswith(ERROR_PREFIX))
+    return LoadResult(outcomes.records(trace, model), errors, wall)
+
+
+async def _call(
+    stub: Any, request: Any, outcomes: _Outcomes, i: int, now: Callable[[], float]
+) -> None:
+    """Send request ``i`` and record its answer, or why there was none."""
+    try:
+        response = await stub.ModelInfer(request)
+    except grpc.aio.AioRpcError as exc:
+        outcomes.done_s[i] = now()
+        status = outcomes.status[i] = STATUS.get(exc.code(), 0)
+        text = exc.details() or exc.code().name
+        shed = status in (429, 503)
+        outcomes.reason[i] = text if shed else f"{ERROR_PREFIX}gRPC {exc.code().name}: {text}"
+        return
+    outcomes.done_s[i] = now()
+    outcomes.status[i] = 200
+    outcomes.batch[i] = int(response.parameters["batch_size"].int64_param)
