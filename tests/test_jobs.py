@@ -251,7 +251,7 @@ def test_drift_from_the_profile_is_reported_and_replanned(tmp_path):
     svc = ModelService.from_profile(make_profile(lambda b, c: 50 * law(b, c), name="mlp"), 1, 32)
     out = open_output(tmp_path / "out", {"model": "mlp", "backend": "torch", "n": 600}, 100)
     reporter = QuietReporter()
-    settings = RunSettings(batch=2, cores=1, max_cores=1, deadline_s=3600.0)
+    settings = RunSettings(batch=2, cores=1, max_cores=1, deadline_s=3600.0, drift_seconds=0)
     summary = run_local(
         job_input,
         make_backend(resolve_model("mlp")),
@@ -267,6 +267,17 @@ def test_drift_from_the_profile_is_reported_and_replanned(tmp_path):
     np.testing.assert_allclose(
         np.load(tmp_path / "out" / "outputs.npy"), direct, rtol=1e-5, atol=1e-6
     )
+
+
+def test_drift_watch_reports_a_lasting_drift_once_per_window_and_ignores_noise():
+    from qosbatch.jobs.adapt import DriftWatch
+
+    watch = DriftWatch(window=4, min_seconds=0.0, warmup=1)
+    times = [3.0] + [1.1, 0.9, 1.15, 0.85, 3.0, 1.1, 0.9, 1.15] * 2
+    noise = [watch.observe(m, 1.0) for m in times]
+    assert noise == [None] * 17  # the warm-up batch is skipped; an outlier, +-15%: no drift
+    slow = [watch.observe(1.5, 1.0) for _ in range(5)]
+    assert slow == [None, None, None, 1.5, None]  # then a new window after one skipped
 
 
 @pytest.mark.slow

@@ -74,6 +74,7 @@ class RunSettings:
     currency: str = "USD"
     plan: JobSettings = field(default_factory=JobSettings)
     meta: dict[str, Any] = field(default_factory=dict)  # copied into job.json (model, input)
+    drift_seconds: float = 5.0  # least batch time a drift verdict rests on (adapt.DriftWatch)
 
 
 @dataclass
@@ -190,6 +191,7 @@ def run_local(
 ) -> dict[str, Any]:
     """Run every missing part, write outputs.npy and job.json; returns the summary."""
     run = _Run(settings, out, service, reporter, started_at, clock)
+    run.watch = DriftWatch(min_seconds=settings.drift_seconds)
     run.batch, run.cores = settings.batch, settings.cores
     run.done = out.samples_done()
     run.marked_at = started_at
