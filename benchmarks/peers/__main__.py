@@ -1,26 +1,35 @@
-"""Side by side: qosbatch against Triton, Ray Serve, BentoML and MLServer, live.
+"""Side by side: qosbatch against Triton (and Ray Serve, BentoML, MLServer), live.
 
-    .venv/bin/python -m benchmarks.peers                       # everything (about an hour)
-    .venv/bin/python -m benchmarks.peers --systems qosbatch,triton --scenarios a --quick
+    .venv/bin/python -m benchmarks.peers --models alexnet \\
+        --systems qosbatch,qosbatch-dynamic,triton --scenarios a,c --budget-minutes 60
 
 Every system serves the same ONNX model (a zoo model exported once: the same
 weights) with ONNX Runtime on the same pinned cores (``--server-cpus``, default
-CPU 1; the load generator runs pinned on ``--client-cpus``, default CPU 0, so the
-two never compete). Each peer is installed into its own pinned venv on first use.
-One load generator drives them all (``qosbatch.client.loadgen``, v2 JSON, open
-loop), each request carrying its budget in the system's own field where it has
-one; a reply after the budget is late whoever sent it.
+CPU 1; the load generator runs pinned on ``--client-cpus``, default CPU 0). Each
+peer is installed into its own pinned venv on first use. One load generator
+drives them all (``qosbatch.client.loadgen``, open loop, bodies sharing the
+sample's bytes): Triton's binary tensor extension to the systems that speak it
+(qosbatch, Triton: what ``tritonclient`` sends), plain v2 JSON to the others.
+Each request carries its budget in the system's own field where it has one; a
+reply after the budget is late whoever sent it.
 
-Two workloads: (a) Poisson with a fixed SLO, and (b) bursty MMPP (1:8 rates,
-5 s / 1 s dwell) with network-delay SLOs (a base budget minus a lognormal delay,
-the Sponge scenario). For each system and workload (``harness.evaluate``): every
-knob setting of its grid gets a coarse capacity search, the best is refined to
-its capacity at 99% attainment, and one run at 1.5x that load shows its overload
-behaviour. Results go to ``--out`` (default benchmarks/results): ``peers.md``
-(table, machine, versions, settings), ``peers.png`` (attainment against load)
-and ``peers.json`` (every run's metrics); server logs to a temporary folder.
-All traffic is on 127.0.0.1; every server is stopped as a process group, on
-errors and Ctrl-C too.
+Per model (``calibrate.py``): a profile on the server's core gives the limit (load
+factor 1), the SLO and every system's knob grid. Scenarios: (a) Poisson with a
+fixed SLO, (b) bursty MMPP (1:8, 5 s / 1 s dwell) with network-delay SLOs, (c)
+overload: Poisson at 1.5x, 2x and 3x the limit with (a)'s tuned settings. Then:
+
+1. **tune** (``harness.py``): each system's grid, the same search for all, on short
+   runs; it picks each system's setting per scenario;
+2. **rounds** (``rounds.py``): every system's setting at the same ladder of loads
+   spanning the tuned capacities, and at (c)'s loads, ``repeats`` times in rounds
+   whose order rotates; traces generated once and replayed to all (``traces.py``).
+
+``--budget-minutes`` fits rounds, loads and run lengths to the time given (per
+model), never below 3 rounds x 3 loads of 60 s (Poisson) and 180 s (MMPP).
+Results per model: ``peers-<model>.md`` (tables with 95% intervals), ``.png``
+(attainment against nominal load, goodput in overload) and ``.json`` (every run),
+under ``--out``. All traffic is on 127.0.0.1; every server is stopped as a
+process group, on errors and Ctrl-C too.
 """
 
 from __future__ import annotations
@@ -29,12 +38,9 @@ import argparse
 import asyncio
 import atexit
 import contextlib
-import datetime as dt
 import functools
 import json
-import math
 import os
-import platform
 import signal
 import sys
 import tempfile
@@ -44,69 +50,37 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import numpy as np
-
+from benchmarks.peers.calibrate import GRIDS, Calibration, calibrate, profile
 from benchmarks.peers.harness import Outcome, RunTrace, SearchSettings, evaluate
-from benchmarks.peers.model import DEFAULT_MODEL, export_model, probe_body
+from benchmarks.peers.model import export_model, probe_body
 from benchmarks.peers.procs import free_port, launched_peer, log, stop_all
+from benchmarks.peers.qosbatch_server import BIN
 from benchmarks.peers.registry import SYSTEMS
+from benchmarks.peers.report import machine, write_report
+from benchmarks.peers.rounds import Budget, fit_budget, ladder, rotations
 from benchmarks.peers.systems import Knobs, ModelFiles, System
+from benchmarks.peers.traces import TraceStore
 from benchmarks.peers.venvs import CACHE
 from qosbatch.client.loadgen import run_load
 from qosbatch.metrics import Metrics, summarize
-from qosbatch.sim.capacity import TraceAt, mean_rate
-from qosbatch.workloads import parse_workload
 from qosbatch.workloads.trace import Trace
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "peers"
 READY_TIMEOUT_S = 240.0
-
-
-def scenario_specs(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
-    """Workload specs at load factor 1 (the rate guess), by key: (title, spec)."""
-    r = args.rate_guess
-    return {
-        "a": (
-            f"(a) Poisson, SLO {args.slo_ms:g} ms",
-            f"poisson:rate={r:g},duration_s={args.duration_a:g},slo_ms={args.slo_ms:g}",
-        ),
-        "b": (
-            f"(b) bursty MMPP 1:8, netdelay SLO (base {args.base_ms:g} ms, "
-            f"delay {args.delay_ms:g} ms)",
-            f"mmpp:rates={r / 4:g}/{2 * r:g},switch_s=5/1,duration_s={args.duration_b:g},"
-            f"slo=netdelay,base_ms={args.base_ms:g},delay_ms={args.delay_ms:g},delay_sigma=0.5",
-        ),
-    }
-
-
-def traces_for(spec: str, model: str, seed: int) -> TraceAt:
-    parsed = parse_workload(spec)
-    return lambda factor: parsed.scaled(factor).generate(np.random.default_rng(seed), model)
-
-
-def warmup_trace(traces: TraceAt, seconds: float = 2.0) -> Trace:
-    """The first seconds of the workload at half its rate guess (another seed's worth)."""
-    t = traces(0.5)
-    keep = t.time_s < seconds
-    return Trace(t.time_s[keep], t.model[keep], t.models, t.slo_ms[keep])
+GRACE_S = {"a": 10.0, "b": 20.0}
+START = {"a": 0.8, "b": 0.4}  # first load factor a tuning search tries
+WARMUP = 999  # the warm-up trace's repeat number: never a measured one
 
 
 @contextlib.contextmanager
 def serving(
-    system: System,
-    model: ModelFiles,
-    knobs: Knobs,
-    cpus: str,
-    threads: int,
-    work: Path,
-    grace_s: float,
-    warmup: Trace,
-) -> Iterator[RunTrace]:
+    system: System, model: ModelFiles, knobs: Knobs, *, cpus: str, threads: int, work: Path,
+    grace_s: float, warmup: Trace,
+) -> Iterator[RunTrace]:  # fmt: skip
     """One system serving one setting, for as long as the block runs; stopped whole after.
 
     Every system first gets the same short warm-up run, not measured: first batches of
-    each size allocate (ONNX Runtime's arena, BentoML's and Ray's batchers calibrate),
-    and a first measured run would otherwise judge that instead of the steady state.
+    each size allocate (ONNX Runtime's arena; BentoML's and Ray's batchers calibrate).
     """
     tag = f"{system.name}-{len(list(work.glob('*.log')))}"
     workdir = work / tag
@@ -114,17 +88,18 @@ def serving(
     port = free_port()
     launch = system.launch(model, knobs, port, threads, workdir)
     log_path = work / f"{tag}.log"
-    body = probe_body(model)
+    params = functools.partial(system.request_parameters, knobs=knobs)
+    encoding = getattr(system, "encoding", "json")  # Triton's binary tensors, where spoken
     with launched_peer(
-        system.name, launch, cpus, port, log_path, model.name, body, READY_TIMEOUT_S
+        system.name, launch, cpus, port, log_path, model.name, probe_body(model), READY_TIMEOUT_S
     ) as server:
         log(f"{system.name} {dict(knobs)} ready in {server.ready_s:.1f} s ({log_path})")
 
         def run(trace: Trace) -> Metrics:
             result = asyncio.run(
                 run_load(
-                    server.url, model.name, trace, encoding="json",
-                    slo_parameters=system.request_parameters, grace_s=grace_s,
+                    server.url, model.name, trace, encoding=encoding, slo_parameters=params,
+                    grace_s=grace_s,
                 )
             )  # fmt: skip
             time.sleep(0.5)  # let the server settle between runs
@@ -134,216 +109,184 @@ def serving(
         yield run
 
 
-def same_loads(
-    outcomes: list[Outcome], serves: dict[str, Any], traces: TraceAt, multipliers: list[float]
-) -> dict[str, Any]:
-    """Every system's chosen setting at the same loads, in rounds: one run each per load.
+def _first_seconds(trace: Trace, seconds: float = 2.0) -> Trace:
+    keep = trace.time_s < seconds
+    return Trace(trace.time_s[keep], trace.model[keep], trace.models, trace.slo_ms[keep])
 
-    The searches run one system after another, minutes apart, on a shared machine
-    whose speed drifts (measured here: the same qosbatch search gave 446 and 604
-    req/s an hour apart). These rounds put the systems side by side at equal
-    offered loads within minutes: multiples of the best capacity found.
-    """
-    best = max((o for o in outcomes if o.chosen), key=lambda o: o.capacity, default=None)
-    if best is None or best.chosen is None or best.capacity <= 0:
-        return {}
-    factors = [best.chosen.factor * m for m in multipliers]
-    table: dict[str, Any] = {"multipliers": multipliers, "reference": best.system, "runs": {}}
-    near = [o for o in outcomes if o.chosen is not None and o.capacity >= best.capacity / 2]
-    table["left_out"] = sorted({o.system for o in outcomes} - {o.system for o in near})
-    for mult, factor in zip(multipliers, factors, strict=True):
-        for o in near:  # (a system below half the best would only overload, slowly)
-            assert o.chosen is not None
-            trace = traces(factor)
-            try:
-                with serves[o.system](o.chosen.knobs) as run:
+
+class Comparison:
+    """One model: calibration, tuning per scenario, then the interleaved rounds."""
+
+    def __init__(self, args: argparse.Namespace, systems: dict[str, System], work: Path) -> None:
+        self.args, self.systems, self.work = args, systems, work
+        self.threads = len(args.server_cpus.split(","))
+
+    def setup(self, name: str) -> tuple[ModelFiles, Calibration]:
+        model = export_model(name, self.work / "model")
+        path = profile(model, self.args.server_cpus, BIN / "qosbatch", self.work / "logs")
+        cal = calibrate(path, model.max_batch, self.args.slo_ms)
+        log(
+            f"{name}: limit {cal.limit:.1f} req/s (batch {cal.best_batch}), SLO {cal.slo_ms:g} ms, "
+            f"grid batches {cal.batch_sizes()}, delays {cal.delays_ms()} ms"
+        )
+        return model, cal
+
+    def serve(self, system: System, model: ModelFiles, store: TraceStore, key: str) -> Any:
+        warmup = _first_seconds(store.get(key, 0.5, WARMUP))
+        return functools.partial(
+            serving, system, model, cpus=self.args.server_cpus, threads=self.threads,
+            work=self.work, grace_s=GRACE_S[key], warmup=warmup,
+        )  # fmt: skip
+
+    def run_model(self, name: str) -> dict[str, Any]:
+        model, cal = self.setup(name)
+        tuned = [k for k in ("a", "b") if k in self.scenarios]
+        grids = {s: GRIDS[s](cal) for s in self.systems}
+        smoke = Budget({k: 4.0 for k in tuned}, {k: 6.0 for k in tuned}, 2, 3, 0.0)
+        budget = smoke if self.args.smoke else fit_budget(
+            self.args.budget_minutes, {s: len(g) for s, g in grids.items()}, tuned,
+            len(self.args.overload) if "c" in self.args.scenarios else 0,
+        )  # fmt: skip
+        log(f"{name}: budget {budget.describe()}")
+        specs = {
+            "a": cal.poisson(budget.run_s.get("a", 60.0)),
+            "b": cal.mmpp(budget.run_s.get("b", 180.0)),
+        }
+        specs |= {
+            f"{k}-tune": (cal.poisson if k == "a" else cal.mmpp)(budget.tune_s[k]) for k in tuned
+        }
+        store = TraceStore(self.work / "traces", specs, model.name, self.args.seed)
+        report: dict[str, Any] = {
+            "model": name, "machine": machine(), "limit": cal.limit, "best_batch": cal.best_batch,
+            "slo_ms": cal.slo_ms, "batch_s": cal.batch_s, "budget": budget.__dict__,
+            "specs": specs, "server_cpus": self.args.server_cpus,
+            "client_cpus": self.args.client_cpus, "target": self.args.target,
+            "overload": self.args.overload if "c" in self.args.scenarios else [],
+            "command": "python -m benchmarks.peers " + " ".join(sys.argv[1:]),
+            "versions": {s: sys_.version for s, sys_ in self.systems.items()},
+            "tuning": {}, "ladders": {}, "runs": [], "smoke": self.args.smoke,
+        }  # fmt: skip
+        chosen: dict[str, dict[str, Knobs]] = {}
+        for key in tuned:
+            outcomes = self.tune(key, model, grids, store)
+            report["tuning"][key] = [o.to_json() for o in outcomes]
+            factors = {o.system: o.factor for o in outcomes if o.chosen is not None}
+            chosen[key] = {o.system: o.chosen.knobs for o in outcomes if o.chosen is not None}
+            report["ladders"][key] = ladder(list(factors.values()), budget.points)
+        self.rounds(model, store, chosen, report, budget)
+        report["digests"] = store.digests
+        return report
+
+    @property
+    def scenarios(self) -> list[str]:
+        keys = self.args.scenarios
+        return sorted(set(keys) | ({"a"} if "c" in keys else set()))
+
+    def tune(
+        self, key: str, model: ModelFiles, grids: dict[str, list[Knobs]], store: TraceStore
+    ) -> list[Outcome]:
+        settings = SearchSettings(target=self.args.target, start_factor=START[key])
+        outcomes = []
+        for name, system in self.systems.items():
+            log(f"tuning ({key}) {name}: {len(grids[name])} setting(s)")
+            outcome = evaluate(
+                name, grids[name], self.serve(system, model, store, key),
+                lambda f, k=key: store.get(f"{k}-tune", f, 0), settings, log=log,
+            )  # fmt: skip
+            log(f"tuning ({key}) {name}: coarse capacity x{outcome.factor:.3f} of the limit")
+            outcomes.append(outcome)
+        return outcomes
+
+    def rounds(
+        self, model: ModelFiles, store: TraceStore, chosen: dict[str, dict[str, Knobs]],
+        report: dict[str, Any], budget: Budget,
+    ) -> None:  # fmt: skip
+        """Every system at every load, ``budget.repeats`` times, the order rotating."""
+        for r, order in enumerate(rotations(list(self.systems), budget.repeats)):
+            for key, knobs_of in chosen.items():
+                loads = [(key, key, f) for f in report["ladders"][key]]
+                if key == "a":
+                    loads += [("a", "c", f) for f in report["overload"]]
+                for name in (n for n in order if n in knobs_of):
+                    self.block(name, model, store, key, knobs_of[name], loads, r, report)
+
+    def block(
+        self, name: str, model: ModelFiles, store: TraceStore, key: str, knobs: Knobs,
+        loads: list[tuple[str, str, float]], repeat: int, report: dict[str, Any],
+    ) -> None:  # fmt: skip
+        """One system's server, up once for all of a round's loads of one scenario."""
+        try:
+            with self.serve(self.systems[name], model, store, key)(knobs) as run:
+                for scen, scenario, factor in loads:  # (trace's scenario, reported as, load)
+                    trace = store.get(scen, factor, repeat)
                     m = run(trace)
-            except Exception as exc:
-                log(f"round x{mult:g}: {o.system}: {type(exc).__name__}: {exc}")
-                continue
-            log(f"round x{mult:g} ({mean_rate(trace):.1f} req/s): {o.system} {m.attainment:.4f}")
-            table["runs"].setdefault(o.system, {})[str(mult)] = {
-                "rate": mean_rate(trace),
-                **m.to_json(),
-            }
-    return table
-
-
-def machine() -> dict[str, Any]:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    }
-
-
-def _fmt(x: float | None, spec: str = ".1f") -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
-
-
-def table(report: dict[str, Any]) -> str:
-    lines = [
-        "# Side by side: capacity at 99% attainment, live",
-        "",
-        f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, "
-        f"{report['machine']['platform']}; {report['machine']['date']}.",
-        f"Model: `{report['model']}` (ONNX Runtime, the same file for every system). "
-        f"Cores: servers pinned to CPU {report['server_cpus']}, the load generator to CPU "
-        f"{report['client_cpus']}.",
-        "",
-        "Command: `" + report["command"] + "`",
-        "",
-    ]
-    for scen in report["scenarios"].values():
-        lines += [
-            f"## {scen['title']}",
-            "",
-            f"Workload at load factor 1: `{scen['spec']}`",
-            "",
-            "| system | best setting | capacity (req/s) | qosbatch / it | p99 at capacity "
-            "| at 1.5x: attainment / late / rejected / p99 |",
-            "|---|---|---|---|---|---|",
-        ]
-        ours = next((o for o in scen["outcomes"] if o["system"] == "qosbatch"), None)
-        for o in scen["outcomes"]:
-            chosen = o["chosen"] or {}
-            knobs = ", ".join(f"{k}={v}" for k, v in (chosen.get("knobs") or {}).items())
-            at = next(
-                (p for p in chosen.get("points", []) if p["factor"] == chosen.get("factor")),
-                None,
-            )
-            over = o["overload"]
-            ratio = (
-                _fmt(ours["capacity"] / o["capacity"], ".2f") + "x"
-                if ours and o["capacity"] > 0
-                else "-"
-            )
-            over_txt = (
-                f"{over['attainment']:.3f} / {over['late'] / over['requests']:.3f} / "
-                f"{over['rejected'] / over['requests']:.3f} / {_fmt(over['p99_ms'])} ms"
-                if over
-                else "-"
-            )
-            cap = _fmt(o["capacity"]) + (f" ({o['error']})" if o["error"] else "")
-            lines.append(
-                f"| {o['system']} | {knobs or '-'} | {cap} | {ratio} | "
-                f"{_fmt(at['p99_ms'] if at else None)} ms | {over_txt} |"
-            )
-        lines.append("")
-    for scen in report["scenarios"].values():
-        rounds = scen.get("rounds") or {}
-        if not rounds.get("runs"):
-            continue
-        mults = rounds["multipliers"]
-        lines += [
-            f"## {scen['title']}: every system at the same loads, in rounds",
-            "",
-            f"Multiples of {rounds['reference']}'s capacity; attainment (p99 ms). Left out "
-            f"(capacity below half of it): {', '.join(rounds.get('left_out', [])) or 'none'}.",
-            "",
-            "| system | " + " | ".join(f"x{m:g}" for m in mults) + " |",
-            "|---|" + "---|" * len(mults),
-        ]
-        for system, runs in rounds["runs"].items():
-            cells = []
-            for m in mults:
-                r = runs.get(str(m))
-                cells.append(
-                    f"{r['attainment']:.3f} ({_fmt(r['p99_ms'], '.0f')}) at {r['rate']:.0f}/s"
-                    if r
-                    else "-"
-                )
-            lines.append(f"| {system} | " + " | ".join(cells) + " |")
-        lines.append("")
-    lines += ["## Versions", ""]
-    lines += [f"- {name}: {v}" for name, v in report["versions"].items()]
-    lines += ["", "## Tuning (coarse capacity of every setting, req/s)", ""]
-    for scen in report["scenarios"].values():
-        for o in scen["outcomes"]:
-            tried = "; ".join(
-                f"{', '.join(f'{k}={v}' for k, v in s['knobs'].items())}: "
-                + (s["error"] if s["error"] else _fmt(s["rate"]))
-                for s in o["tuning"]
-            )
-            lines.append(f"- {scen['title'][:3]} {o['system']}: {tried}")
-    return "\n".join(lines) + "\n"
-
-
-def plot(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from qosbatch.viz import save_figure
-
-    scens = report["scenarios"]
-    fig, axes = plt.subplots(1, len(scens), figsize=(6.5 * len(scens), 4.5), squeeze=False)
-    for ax, scen in zip(axes[0], scens.values(), strict=True):
-        for o in scen["outcomes"]:
-            chosen = o["chosen"] or {}
-            knobs = chosen.get("knobs")
-            runs = [p for s in o["tuning"] if s["knobs"] == knobs for p in s["points"]]
-            runs += chosen.get("points", []) + ([o["overload"]] if o["overload"] else [])
-            pts = sorted((p["rate"], p["attainment"]) for p in runs)
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=f"{o['system']}")
-        ax.axhline(report["target"], color="grey", ls=":", lw=1)
-        ax.set_title(scen["title"], fontsize=9)
-        ax.set_xlabel("mean arrival rate (req/s)")
-        ax.set_ylabel("attainment (on time / requests)")
-        ax.set_xscale("log")
-        ax.set_ylim(0, 1.02)
-        ax.legend(fontsize=8)
-    save_figure(fig, path)
+                    report["runs"].append(
+                        {"system": name, "scenario": scenario, "factor": factor, "repeat": repeat,
+                         "knobs": dict(knobs), "trace": store.path(scen, factor, repeat).name,
+                         "duration_s": trace.duration_s, **m.to_json()}
+                    )  # fmt: skip
+                    log(
+                        f"round {repeat} ({scenario}) {name} x{factor:.3f}: attainment "
+                        f"{m.attainment:.4f}, on time {m.on_time}/{m.requests}, "
+                        f"p99 {m.p99_ms:.0f} ms"
+                    )
+        except Exception as exc:
+            log(f"round {repeat} ({key}) {name}: {type(exc).__name__}: {exc}")
+            report.setdefault("errors", []).append(f"round {repeat} {key} {name}: {exc}")
 
 
 def _raise_on_term(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        prog="python -m benchmarks.peers", description=__doc__.split("\n\n")[0]
+        prog="python -m benchmarks.peers", description=(__doc__ or "").split("\n\n")[0]
     )
-    ap.add_argument("--systems", default=",".join(SYSTEMS), help="comma list")
-    ap.add_argument("--scenarios", default="a,b", help="a, b or a,b")
-    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--systems", default="qosbatch,qosbatch-dynamic,triton", help="comma list")
+    ap.add_argument("--models", default="alexnet", help="comma list of zoo models")
+    ap.add_argument("--scenarios", default="a,c", help="any of a, b, c (c implies a's tuning)")
+    ap.add_argument("--budget-minutes", type=float, default=60.0, help="per model")
     ap.add_argument("--server-cpus", default="1")
     ap.add_argument("--client-cpus", default="0")
-    ap.add_argument("--rate-guess", type=float, default=300.0, help="req/s at load factor 1")
-    ap.add_argument("--slo-ms", type=float, default=100.0, help="(a)'s fixed budget")
-    ap.add_argument("--base-ms", type=float, default=120.0, help="(b)'s budget before delay")
-    ap.add_argument("--delay-ms", type=float, default=20.0, help="(b)'s median network delay")
-    ap.add_argument("--duration-a", type=float, default=8.0, help="seconds per run of (a)")
-    ap.add_argument("--duration-b", type=float, default=18.0, help="seconds per run of (b)")
+    ap.add_argument("--slo-ms", type=float, default=None, help="(a)'s budget (default: profile)")
+    ap.add_argument("--overload", type=_floats, default=[1.5, 2.0, 3.0], help="(c)'s factors")
+    ap.add_argument("--target", type=float, default=0.99)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quick", action="store_true", help="two settings per peer, short runs")
-    ap.add_argument(
-        "--rounds",
-        type=lambda text: [float(x) for x in text.split(",") if x],
-        default=[0.8, 1.0, 1.2],
-        help="multiples of the best capacity at which every system then runs, in rounds "
-        "('' for none)",
-    )
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--smoke", action="store_true",
+        help="a check of the harness, not a measurement: 2 rounds x 3 loads of a few seconds",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     unknown = set(args.systems.split(",")) - set(SYSTEMS)
     if unknown:
         ap.error(f"unknown system(s) {', '.join(sorted(unknown))}; known: {', '.join(SYSTEMS)}")
-    if not set(args.scenarios.split(",")) <= {"a", "b"}:
-        ap.error("--scenarios takes a, b or a,b")
-    if args.quick:
-        args.duration_a, args.duration_b = args.duration_a / 2, args.duration_b / 2
+    args.scenarios = args.scenarios.split(",")
+    if not args.scenarios or not set(args.scenarios) <= {"a", "b", "c"}:
+        ap.error("--scenarios takes a comma list of a, b and c")
+    if not 0 < args.target < 1:
+        ap.error("--target is an attainment between 0 and 1")
     return args
+
+
+def install(names: list[str], work: Path, cpus: str) -> dict[str, System]:
+    systems: dict[str, System] = {}
+    for name in names:
+        system = SYSTEMS[name]()
+        if hasattr(system, "cpus"):
+            system.cpus = cpus  # qosbatch plans with the profile taken on the server's cores
+        try:
+            system.install(CACHE, work / "logs")
+        except RuntimeError as exc:
+            log(f"{name}: cannot install, left out: {exc}")
+            continue
+        systems[name] = system
+    return systems
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -351,83 +294,29 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_on_term)
     atexit.register(stop_all)
     os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})
-    threads = len(args.server_cpus.split(","))
     work = Path(tempfile.mkdtemp(prefix="qosbatch-peers-"))
-    log(f"logs and model in {work}")
-    model = export_model(args.model, work / "model")
-    systems: dict[str, System] = {}
-    versions: dict[str, str] = {}
-    for name in args.systems.split(","):
-        system = SYSTEMS[name]()
-        if hasattr(system, "cpus"):
-            system.cpus = args.server_cpus  # qosbatch profiles on the cores it will serve on
+    log(f"logs, traces and model in {work}")
+    systems = install(args.systems.split(","), work, args.server_cpus)
+    comparison = Comparison(args, systems, work)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.models.split(","):
         t0 = time.monotonic()
         try:
-            system.install(CACHE, work / "logs")
-        except RuntimeError as exc:
-            log(f"{name}: cannot install, left out: {exc}")
-            versions[name] = f"not measured: {exc}"
-            continue
-        log(f"{name}: {system.version} ({time.monotonic() - t0:.0f} s to install or check)")
-        systems[name] = system
-        versions[name] = system.version
-    settings = SearchSettings(coarse_runs=3 if args.quick else 4, fine_runs=2 if args.quick else 4)
-    specs = scenario_specs(args)
-    report: dict[str, Any] = {
-        "machine": machine(),
-        "model": args.model,
-        "server_cpus": args.server_cpus,
-        "client_cpus": args.client_cpus,
-        "target": settings.target,
-        "command": "python -m benchmarks.peers " + " ".join(argv or sys.argv[1:]),
-        "versions": versions,
-        "scenarios": {},
-    }
-    t_start = time.monotonic()
-    try:
-        for key in args.scenarios.split(","):
-            title, spec = specs[key]
-            traces = traces_for(spec, model.name, args.seed)
-            warmup = warmup_trace(traces_for(spec, model.name, args.seed + 1))
-            outcomes: list[Outcome] = []
-            serves: dict[str, Any] = {}
-            for name, system in systems.items():
-                grid = list(system.grid)
-                if args.quick and len(grid) > 2:
-                    grid = [grid[0], grid[-1]]
-                log(f"{title}: {name}, {len(grid)} setting(s)")
-                grace = 10.0 if key == "a" else 20.0
-
-                serve = functools.partial(
-                    serving, system, model, cpus=args.server_cpus, threads=threads, work=work,
-                    grace_s=grace, warmup=warmup,
-                )  # fmt: skip
-
-                outcome = evaluate(name, grid, serve, traces, settings, log=log)
-                log(f"{title}: {name} capacity {outcome.capacity:.1f} req/s")
-                outcomes.append(outcome)
-                serves[name] = serve
-            report["scenarios"][key] = {
-                "title": title,
-                "spec": spec,
-                "outcomes": [o.to_json() for o in outcomes],
-            }
-            if args.rounds:
-                report["scenarios"][key]["rounds"] = same_loads(
-                    outcomes, serves, traces, args.rounds
-                )
-    except KeyboardInterrupt:
-        log("interrupted: stopping servers, writing what was measured")
-    finally:
-        stop_all()
-    report["wall_s"] = time.monotonic() - t_start
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "peers.json").write_text(json.dumps(report, indent=1))
-    (args.out / "peers.md").write_text(table(report))
-    if report["scenarios"]:
-        plot(report, args.out / "peers.png")
-    print(table(report))
-    log(f"wrote {args.out / 'peers.md'}, peers.png, peers.json in {report['wall_s']:.0f} s")
+            report = comparison.run_model(name)
+        except ValueError as exc:  # a budget too small for the minimum
+            print(f"peers: {name}: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            log("interrupted: stopping servers")
+            stop_all()
+            return 130
+        finally:
+            stop_all()
+        report["wall_s"] = time.monotonic() - t0
+        (args.out / f"peers-{name}.json").write_text(json.dumps(report, indent=1))
+        md = write_report(report, args.out / f"peers-{name}")
+        print(md)
+        log(f"{name}: wrote {args.out}/peers-{name}.md, .png, .json in {report['wall_s']:.0f} s")
     return 0
 
 

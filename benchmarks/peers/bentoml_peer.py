@@ -81,6 +81,6 @@ class BentoMLPeer:
         }
         return Launch(argv, env=env, cwd=workdir)
 
-    def request_parameters(self, slo_ms: float) -> dict[str, Any]:
+    def request_parameters(self, slo_ms: float, knobs: Knobs | None = None) -> dict[str, Any]:
         """BentoML has no per-request deadline field (``max_latency_ms`` is per API)."""
         return {}

@@ -1,19 +1,15 @@
-"""The comparison's logic, apart from any real server: tune, find capacity, overload.
+"""Tuning: each system's best knob setting on one workload, found the same way for all.
 
-For one system on one workload:
+Every knob setting of the system's grid (``calibrate.GRIDS``: chosen per model from
+its profile, one setting for a system with nothing to tune) is served in turn. The
+first gets a coarse capacity search (a few short runs); each later one first runs
+at the best load passed so far, and only if it passes there is it searched further
+(a setting that fails where another passed cannot win). The highest coarse
+capacity wins (ties: the lower p99). Every system gets this same budget: the same
+search, the same run lengths, the same number of refining runs.
 
-1. **Tune.** Every knob setting of the system's grid (one setting for a system with
-   nothing to tune) is served in turn. The first gets a coarse capacity search (a
-   few runs); each later one first runs at the best load passed so far, and only
-   if it passes there is it searched further (a setting that fails where another
-   passed cannot win). The highest coarse capacity wins (ties: the lower p99).
-   This is what its users would do with an afternoon and a load generator, and it
-   keeps the peers best-tuned.
-2. **Capacity.** The chosen setting is served again and its capacity at the
-   target attainment is refined from the coarse figure (``sim.capacity.
-   bisect_load``, the simulator's own search, with each step a live run).
-3. **Overload.** One run at ``overload`` times that capacity: does the system
-   shed early (rejections, the rest on time) or does everything become late?
+Tuning only picks the setting. What the comparison reports comes after, from every
+system's chosen setting at the same loads in interleaved rounds (``rounds.py``).
 
 A "run" is a function from a trace to its metrics, with the server already up;
 serving a setting is a context manager that yields such a function. The real
@@ -44,9 +40,6 @@ class SearchSettings:
     start_factor: float = 1.0  # the workload's rates times this is the first load tried
     coarse_tol: float = 0.25  # bracket width that ends a tuning search
     coarse_runs: int = 4
-    fine_tol: float = 0.06
-    fine_runs: int = 4
-    overload: float = 1.5
 
 
 @dataclass
@@ -97,19 +90,18 @@ class Outcome:
     system: str
     tuning: list[Setting]
     chosen: Setting | None = None
-    overload: Point | None = None
     error: str | None = None
 
     @property
-    def capacity(self) -> float:
-        return self.chosen.rate if self.chosen else 0.0
+    def factor(self) -> float:
+        """The chosen setting's coarse capacity, as a load factor (0: none passed)."""
+        return self.chosen.factor if self.chosen else 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "system": self.system,
-            "capacity": self.capacity,
+            "factor": self.factor,
             "chosen": self.chosen.to_json() if self.chosen else None,
-            "overload": self.overload.to_json() if self.overload else None,
             "tuning": [s.to_json() for s in self.tuning],
             "error": self.error,
         }
@@ -143,12 +135,6 @@ def search(
     setting.factor = factor
     setting.rate = mean_rate(traces(factor)) if factor > 0 else 0.0
     return setting
-
-
-def first_failure_above(setting: Setting) -> float:
-    """The lowest load of ``setting``'s runs that failed above its passing load."""
-    failed = [p.factor for p in setting.points if p.factor > setting.factor and not p.passed]
-    return min(failed, default=math.inf)
 
 
 def probe(
@@ -190,22 +176,21 @@ def evaluate(
     settings: SearchSettings = SearchSettings(),
     log: Callable[[str], None] = lambda _: None,
 ) -> Outcome:
-    """Tune ``system`` over ``grid``, then measure the winner's capacity and overload."""
+    """Tune ``system`` over ``grid``: every setting's coarse capacity, and the winner."""
     outcome = Outcome(system, [Setting(dict(k)) for k in grid])
     if not outcome.tuning:
         outcome.error = "no knob settings to try"
         return outcome
-    start = settings.start_factor
     best = 0.0  # the highest load any setting has passed so far
     for setting in outcome.tuning:
         try:
             with serve(setting.knobs) as run:
                 if best > 0 and not probe(run, traces, setting, best, settings.target, log):
-                    setting.error = None  # served fine, just no better than one before it
-                    continue
+                    continue  # served fine, just no better than one before it
                 search(
-                    run, traces, setting, target=settings.target, start=best or start,
-                    rel_tol=settings.coarse_tol, max_runs=settings.coarse_runs, log=log,
+                    run, traces, setting, target=settings.target,
+                    start=best or settings.start_factor, rel_tol=settings.coarse_tol,
+                    max_runs=settings.coarse_runs, log=log,
                 )  # fmt: skip
         except Exception as exc:  # a setting that cannot be served loses, and says why
             setting.error = f"{type(exc).__name__}: {exc}"
@@ -215,23 +200,7 @@ def evaluate(
     if not served:
         outcome.error = "no setting could be served: " + str(outcome.tuning[0].error)
         return outcome
-    chosen = max(served, key=_rank)
-    fine = Setting(chosen.knobs)
-    try:
-        with serve(fine.knobs) as run:
-            search(
-                run, traces, fine, target=settings.target, start=chosen.factor or start,
-                fails_at=first_failure_above(chosen), rel_tol=settings.fine_tol,
-                max_runs=settings.fine_runs, log=log,
-            )  # fmt: skip
-            if fine.factor > 0:
-                over = fine.factor * settings.overload
-                trace = traces(over)
-                outcome.overload = Point(over, mean_rate(trace), run(trace))
-    except Exception as exc:
-        outcome.error = f"{type(exc).__name__}: {exc}"
-        log(f"  {fine.knobs}: {outcome.error}")
-    outcome.chosen = fine
+    outcome.chosen = max(served, key=_rank)
     return outcome
 
 

@@ -97,6 +97,6 @@ class MLServerPeer:
         env = {"PYTHONPATH": str(SERVERS), "PYTHONUNBUFFERED": "1"}
         return Launch([str(self.vpy.parent / "mlserver"), "start", str(workdir)], env, workdir)
 
-    def request_parameters(self, slo_ms: float) -> dict[str, Any]:
+    def request_parameters(self, slo_ms: float, knobs: Knobs | None = None) -> dict[str, Any]:
         """{}: MLServer has no deadline a request could carry (extra parameters are ignored)."""
         return {}

@@ -1,19 +1,21 @@
-"""qosbatch itself as a system of the comparison: ``qosbatch serve`` on the shared ONNX file.
+"""qosbatch itself as two systems of the comparison: ``slo``, and ``dynamic`` as the control.
 
-It needs no venv of its own (it is this project). Its one knob is the policy:
-``slo`` has nothing to tune, and ``dynamic`` is kept in the grid so that the
-comparison also shows our batcher running the peers' rule. The profile the
-policy plans with is measured once per model file, on the server's cores, with
-the ONNX backend the server runs.
+It needs no venv of its own (it is this project). ``qosbatch`` serves the ``slo``
+policy, which has nothing to tune. ``qosbatch-dynamic`` serves the peers' rule
+(max batch size, max queue delay) through the same front end, tuned over the same
+grid as they are: what separates it from a peer is the front end, and what
+separates it from ``qosbatch`` is the policy. The profile the policies plan with
+is the harness's calibration profile (``calibrate.profile``): the ONNX backend the
+server runs, on the server's cores.
 """
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks.peers.calibrate import profile
 from benchmarks.peers.systems import Knobs, Launch, ModelFiles
 
 BIN = Path(sys.executable).parent
@@ -21,7 +23,8 @@ BIN = Path(sys.executable).parent
 
 class QosbatchServer:
     name = "qosbatch"
-    grid: tuple[Knobs, ...] = ({"policy": "slo"},)
+    encoding = "binary"  # Triton's binary tensor extension, as tritonclient sends
+    grid: tuple[Knobs, ...] = ({"policy": "slo"},)  # the calibration's grid replaces it
 
     def __init__(self) -> None:
         import qosbatch
@@ -32,32 +35,23 @@ class QosbatchServer:
     def install(self, cache: Path, logs: Path) -> None:
         """Nothing to install: this interpreter runs qosbatch."""
 
-    def profile_for(self, model: ModelFiles, logs: Path) -> Path:
-        path = model.onnx.with_suffix(f".cpus{self.cpus.replace(',', '_')}.profile.json")
-        if path.exists():
-            return path
-        argv = [
-            "taskset", "-c", self.cpus, str(BIN / "qosbatch"), "profile", str(model.onnx),
-            "--backend", "onnx", "--cores", "1", "--batch-sizes", "1,2,4,8,16,32,64",
-            "--holdout", "none", "--repeats", "5", "-o", str(path),
-        ]  # fmt: skip
-        with (logs / "qosbatch-profile.log").open("ab") as out:
-            rc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
-        if rc != 0:
-            log_path = logs / "qosbatch-profile.log"
-            raise RuntimeError(f"profiling {model.onnx} failed; see {log_path}")
-        return path
-
     def launch(
         self, model: ModelFiles, knobs: Knobs, port: int, threads: int, workdir: Path
     ) -> Launch:
-        profile = self.profile_for(model, workdir.parent)
+        path = profile(model, self.cpus, BIN / "qosbatch", workdir.parent)
         argv = [
             str(BIN / "qosbatch"), "serve", "--model", str(model.onnx), "--backend", "onnx",
-            "--policy", str(knobs["policy"]), "--profile", str(profile),
+            "--policy", str(knobs["policy"]), "--profile", str(path),
             "--max-batch", str(model.max_batch), "--port", str(port),
         ]  # fmt: skip
         return Launch(argv)
 
-    def request_parameters(self, slo_ms: float) -> dict[str, Any]:
+    def request_parameters(self, slo_ms: float, knobs: Knobs | None = None) -> dict[str, Any]:
         return {"slo_ms": slo_ms}
+
+
+class QosbatchDynamic(QosbatchServer):
+    """The control: qosbatch's front end running the peers' batching rule."""
+
+    name = "qosbatch-dynamic"
+    grid: tuple[Knobs, ...] = ({"policy": "dynamic:max_batch_size=32,max_queue_delay_ms=5"},)

@@ -83,6 +83,6 @@ class RayServe:
         ]  # fmt: skip
         return Launch(argv, env=dict(ENV), cwd=workdir, after_stop=after_stop)
 
-    def request_parameters(self, slo_ms: float) -> dict[str, Any]:
+    def request_parameters(self, slo_ms: float, knobs: Knobs | None = None) -> dict[str, Any]:
         """Ray Serve has no per-request deadline field."""
         return {}

@@ -9,6 +9,7 @@ from benchmarks.peers.systems import System
 
 _WHERE = {
     "qosbatch": ("qosbatch_server", "QosbatchServer"),
+    "qosbatch-dynamic": ("qosbatch_server", "QosbatchDynamic"),
     "triton": ("triton", "Triton"),
     "ray": ("ray_serve", "RayServe"),
     "bentoml": ("bentoml_peer", "BentoMLPeer"),

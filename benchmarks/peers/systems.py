@@ -58,6 +58,8 @@ class System(Protocol):
     name: str  # "qosbatch", "triton", "ray", "bentoml", "mlserver"
     version: str  # what was installed, e.g. "nvidia-pytriton 0.7.0 (Triton 2.51)"
     grid: Sequence[Knobs]  # the settings tuned over, in the system's own knob names
+    # Optional: ``encoding = "binary"`` where the system speaks Triton's binary tensor
+    # extension (a 3 MB JSON body of floats per alexnet sample is what it avoids).
 
     def install(self, cache: Path, logs: Path) -> None:
         """Create or reuse the system's venv under ``cache``; raise RuntimeError saying why not."""
@@ -69,6 +71,10 @@ class System(Protocol):
         """The command serving ``model`` with ``knobs``; ``workdir`` is an empty folder for it."""
         ...
 
-    def request_parameters(self, slo_ms: float) -> dict[str, Any]:
-        """The ``parameters`` of a request whose budget is ``slo_ms`` ({} where it has no field)."""
+    def request_parameters(self, slo_ms: float, knobs: Knobs | None = None) -> dict[str, Any]:
+        """The ``parameters`` of a request whose budget is ``slo_ms`` ({} where it has no field).
+
+        ``knobs`` is the setting being served, for a system whose field depends on it
+        (Triton's timeout is the budget less the batch's run time).
+        """
         ...

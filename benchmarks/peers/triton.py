@@ -10,8 +10,9 @@ knobs, and its queue policy, which rejects a request whose own timeout (its late
 budget, given per request) runs out while it waits in the queue: the request is
 answered 503 ``{"error": "Request timeout expired"}``. Triton takes a request's
 ``timeout`` only when it is shorter than a non-zero default, so the default is set
-to an hour (see triton_app.py). PyTriton fills ``preferred_batch_size`` with
-``[max_batch_size]``, which is also what Triton aims at without one.
+to an hour (see triton_app.py). Its deadline knobs are all in the grid (see
+``calibrate.py``): the timeout less the batch's run time, ``max_queue_size`` (a full
+queue rejects at once) and ``preferred_batch_size``.
 
 Install: a venv of its own under the peers cache, built from a *shared-library*
 CPython 3.12 (see ``pythons.py``: the Python backend stub links libpython3.12.so),
@@ -73,6 +74,7 @@ class Triton:
     """Triton 2.51 (PyTriton 0.7.0): dynamic batcher, REJECT queue policy, per-request timeouts."""
 
     name = "triton"
+    encoding = "binary"  # Triton's binary tensor extension, as tritonclient sends
     version = f"nvidia-pytriton {PYTRITON} (Triton {TRITON_SERVER})"
     grid: tuple[Knobs, ...] = tuple(
         {"max_batch_size": b, "max_queue_delay_microseconds": d}
@@ -125,6 +127,8 @@ class Triton:
             "workspace": str(workspace),
             "max_batch_size": int(knobs["max_batch_size"]),
             "max_queue_delay_microseconds": int(knobs["max_queue_delay_microseconds"]),
+            "preferred_batch_size": list(knobs.get("preferred_batch_size") or []),
+            "max_queue_size": int(knobs.get("max_queue_size", 0)),
         }
         env = self.py.ld_env({"TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"})
         return Launch(
@@ -134,10 +138,13 @@ class Triton:
             after_stop=cleanup_after(str(workspace)),
         )
 
-    def request_parameters(self, slo_ms: float) -> dict[str, Any]:
+    def request_parameters(self, slo_ms: float, knobs: Knobs | None = None) -> dict[str, Any]:
         """Triton's per-request queue timeout, in microseconds (honoured: allow_timeout_override).
 
         It bounds the time in Triton's queue only, not the whole latency: a request that
-        has been put in a batch is run to the end, however late.
+        has been put in a batch is run to the end, however late. So the tuned setting
+        gives it the budget less the batch's expected run time (``timeout_margin_ms``),
+        as a user who knows the model would, rather than the whole budget.
         """
-        return {"timeout": max(1, round(slo_ms * 1000))}
+        margin = float((knobs or {}).get("timeout_margin_ms", 0.0))
+        return {"timeout": max(1, round((slo_ms - margin) * 1000))}

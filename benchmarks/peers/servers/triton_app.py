@@ -1,7 +1,8 @@
 """Triton's dynamic batcher, through PyTriton, in front of the shared ONNX model on ORT.
 
     PYTHON triton_app.py '{"onnx": ..., "name": ..., "port": ..., "threads": ...,
-        "workspace": ..., "max_batch_size": ..., "max_queue_delay_microseconds": ...}'
+        "workspace": ..., "max_batch_size": ..., "max_queue_delay_microseconds": ...,
+        "preferred_batch_size": [...], "max_queue_size": ...}'
 
 It runs in the PyTriton venv (a shared-library CPython 3.12), so it imports only what
 that venv holds: PyTriton, NumPy and ONNX Runtime, never qosbatch nor torch.
@@ -81,9 +82,11 @@ def serve(cfg: dict[str, Any]) -> None:
         timeout_action=TimeoutAction.REJECT,
         default_timeout_microseconds=DEFAULT_TIMEOUT_US,
         allow_timeout_override=True,  # else a request's "timeout" parameter is ignored
+        max_queue_size=int(cfg.get("max_queue_size", 0)),  # 0: unbounded; else full -> reject
     )
     batcher = DynamicBatcher(
         max_queue_delay_microseconds=int(cfg["max_queue_delay_microseconds"]),
+        preferred_batch_size=list(cfg.get("preferred_batch_size") or []) or None,
         default_queue_policy=policy,
     )
     t0 = time.monotonic()
