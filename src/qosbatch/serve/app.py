@@ -18,11 +18,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.schemas import SchemaGenerator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-import qosbatch
 from qosbatch.serve.front import Front, admit
+from qosbatch.serve.openapi import document
 from qosbatch.serve.protocol import (
     HEADER_LENGTH,
     ProtocolError,
@@ -37,9 +36,6 @@ from qosbatch.serve.server import ServedModel, Server
 
 log = logging.getLogger("qosbatch.serve")
 _INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
-_SCHEMAS = SchemaGenerator(
-    {"openapi": "3.0.0", "info": {"title": "qosbatch", "version": qosbatch.__version__}}
-)
 
 
 def _error(status: int, reason: str, **extra: Any) -> Response:
@@ -176,7 +172,7 @@ class _V2Routes:
           parameters.priority (1 is the highest) orders requests ahead of deadlines.
         responses:
           200: {description: the outputs}
-          400: {description: malformed request, wrong shape or datatype}
+          400: {description: "malformed request, wrong shape or datatype"}
           404: {description: unknown model or version}
           413: {description: body over the size limit}
           429: {description: "shed: it cannot meet its deadline (the reason says why)"}
@@ -241,7 +237,7 @@ class _V2Routes:
         responses:
           200: {description: OpenAPI 3 document}
         """
-        return JSONResponse(_SCHEMAS.get_schema(routes=self.app.routes))
+        return JSONResponse(document(self.app.routes, self.server.models))
 
     async def http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

@@ -305,7 +305,7 @@ def _requested_outputs(
     for entry in asked:
         entry = _object(entry, "an entry of 'outputs'")
         name = entry.get("name")
-        if name not in known:
+        if not isinstance(name, str) or name not in known:  # (a list name is unhashable)
             raise ProtocolError(
                 400, f"unknown output {name!r}; the model's outputs are {', '.join(sorted(known))}"
             )
