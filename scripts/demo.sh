@@ -52,5 +52,10 @@ $qb bench --url "http://127.0.0.1:$port" --model resnet18 --trace "$out/trace.cs
 kill -TERM $server
 wait $server
 trap - EXIT
+echo "== 7. an offline job: plan 96 samples by a deadline on cloud nodes, then run them here =="
+.venv/bin/python -c "import numpy as np; np.save('$out/images.npy', np.random.default_rng(0).standard_normal((96, 3, 224, 224), dtype=np.float32))"
+$qb job plan "$out/images.npy" --model resnet18 --profile "$out/resnet18.json" --deadline 30s
+$qb job run "$out/images.npy" --model resnet18 --profile "$out/resnet18.json" -o "$out/job" \
+    --deadline 1m
 echo "demo done: profile $out/resnet18.json, plots $out/resnet18.png $out/policies.png" \
     "$out/queue.png $out/live.png"

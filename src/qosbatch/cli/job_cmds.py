@@ -204,7 +204,7 @@ def job_run(
     from the profile's by more than 20%. OUT/outputs.npy holds the N outputs in input
     order at the end, OUT/job.json the summary.
     """
-    from qosbatch.jobs.job import choose_local, identity
+    from qosbatch.jobs.job import LOCAL_STARTUP_S, choose_local, identity
     from qosbatch.jobs.job import part_size as default_part_size
     from qosbatch.jobs.layout import open_output
     from qosbatch.jobs.plan import JobSettings, predict_one
@@ -219,7 +219,7 @@ def job_run(
         raise UserError("--address and --actors need --engine ray")
     deadline_s = parse_duration_s(deadline) if deadline is not None else None
     job_input, ref, profile = _inputs(input_path, model, profile_path)
-    settings = JobSettings(margin=margin)
+    settings = JobSettings(margin=margin, startup_s=LOCAL_STARTUP_S)
     choice, service = choose_local(job_input.n, profile, batch_size, cores, deadline_s, settings)
     batch_s = choice.config.batch_s if choice.config else None
     size = part_size or default_part_size(choice.batch, batch_s, job_input)

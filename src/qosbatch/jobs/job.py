@@ -24,6 +24,9 @@ from qosbatch.planner.service import ModelService
 
 PART_SECONDS = 10.0  # a part holds about this much compute: what a kill -9 can cost
 DEFAULT_BATCH = 16  # without a profile
+# A local run's time beside its batches: imports, model load, first-batch warm-up,
+# assembling outputs.npy. Measured 1.1-2.3 s for alexnet jobs here (docs/jobs.md).
+LOCAL_STARTUP_S = 2.0
 MAX_PART_BYTES = 256 * 2**20  # of input per part, so a part's buffers stay small
 
 
@@ -87,7 +90,9 @@ def choose_local(
         config = predict_one(samples, service, batch, cores, settings)
         meets = deadline_s is None or config.guarded_s <= deadline_s
         return LocalChoice(batch, cores, config, meets, False), service
-    config, meets = plan_local(samples, service, cores or top, deadline_s, settings)
+    config, meets = plan_local(
+        samples, service, cores or top, deadline_s, settings, min_cores=cores or 1
+    )
     if batch is not None:  # the given batch on the planned cores
         config = predict_one(samples, service, batch, config.cores, settings)
         meets = deadline_s is None or config.guarded_s <= deadline_s

@@ -247,8 +247,9 @@ def plan_local(
     deadline_s: float | None,
     settings: JobSettings = JobSettings(),
     slowdown: float = 1.0,
+    min_cores: int = 1,
 ) -> tuple[JobConfig, bool]:
-    """This machine, one in-process worker of at most ``cores``: (batch, cores) to run.
+    """This machine, one in-process worker of ``min_cores`` to ``cores``: (batch, cores) to run.
 
     With a deadline, the fewest core-seconds that meet it (pay-per-use on cores),
     else the fastest; without one, the fastest. ``slowdown`` scales every predicted
@@ -258,7 +259,7 @@ def plan_local(
     """
     options = [
         predict_one(samples, service, b, k, settings, slowdown)
-        for k in range(1, min(cores, service.table.max_cores) + 1)
+        for k in range(min(min_cores, cores), min(cores, service.table.max_cores) + 1)
         for b in _batches(service, settings)
     ]
     fastest = min(options, key=lambda c: (c.guarded_s, c.cores))
