@@ -123,7 +123,9 @@ class Comparison:
 
     def setup(self, name: str) -> tuple[ModelFiles, Calibration]:
         model = export_model(name, self.work / "model")
-        path = profile(model, self.args.server_cpus, BIN / "qosbatch", self.work / "logs")
+        path = self.args.profiles.get(name) or profile(
+            model, self.args.server_cpus, BIN / "qosbatch", self.work / "logs"
+        )
         cal = calibrate(path, model.max_batch, self.args.slo_ms)
         log(
             f"{name}: limit {cal.limit:.1f} req/s (batch {cal.best_batch}), SLO {cal.slo_ms:g} ms, "
@@ -142,7 +144,7 @@ class Comparison:
         model, cal = self.setup(name)
         tuned = [k for k in ("a", "b") if k in self.scenarios]
         grids = {s: GRIDS[s](cal) for s in self.systems}
-        smoke = Budget({k: 4.0 for k in tuned}, {k: 6.0 for k in tuned}, 2, 3, 0.0)
+        smoke = Budget({k: 4.0 for k in tuned}, {k: 6.0 for k in tuned}, 2, 3, 0.0, 6.0)
         budget = smoke if self.args.smoke else fit_budget(
             self.args.budget_minutes, {s: len(g) for s, g in grids.items()}, tuned,
             len(self.args.overload) if "c" in self.args.scenarios else 0,
@@ -206,7 +208,7 @@ class Comparison:
             for key, knobs_of in chosen.items():
                 loads = [(key, key, f) for f in report["ladders"][key]]
                 if key == "a":
-                    loads += [("a", "c", f) for f in report["overload"]]
+                    loads += [("c", "c", f) for f in report["overload"]]
                 for name in (n for n in order if n in knobs_of):
                     self.block(name, model, store, key, knobs_of[name], loads, r, report)
 
@@ -243,6 +245,16 @@ def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x]
 
 
+def _profiles(text: str) -> dict[str, Path]:
+    out = {}
+    for item in filter(None, text.split(",")):
+        name, sep, path = item.partition("=")
+        if not sep or not Path(path).is_file():
+            raise argparse.ArgumentTypeError(f"{item!r}: give MODEL=PATH of an existing profile")
+        out[name] = Path(path)
+    return out
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks.peers", description=(__doc__ or "").split("\n\n")[0]
@@ -256,6 +268,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--slo-ms", type=float, default=None, help="(a)'s budget (default: profile)")
     ap.add_argument("--overload", type=_floats, default=[1.5, 2.0, 3.0], help="(c)'s factors")
     ap.add_argument("--target", type=float, default=0.99)
+    ap.add_argument(
+        "--profiles", type=_profiles, default={},
+        help="MODEL=PROFILE.json,...: a profile taken on an idle server core (qosbatch profile "
+        "FILE.onnx --backend onnx --cores 1), instead of one measured now",
+    )  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument(
