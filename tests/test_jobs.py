@@ -243,6 +243,31 @@ def test_foreign_corrupt_or_other_job_output_is_refused(tmp_path):
     assert_one_line_error(_run(tmp_path, x, tmp_path / "out", model="mlp"), "is corrupt")
 
 
+def test_full_disk_stops_with_the_parts_kept_and_the_rerun_resumes(tmp_path, monkeypatch):
+    import errno
+
+    from qosbatch.jobs import layout
+
+    save, calls = layout._save_atomic, []
+
+    def full_after_two(path, array):
+        calls.append(path)
+        if len(calls) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save(path, array)
+
+    x = np.random.default_rng(6).standard_normal((100, 784), dtype=np.float32)
+    monkeypatch.setattr(layout, "_save_atomic", full_after_two)
+    full = _run(tmp_path, x, tmp_path / "out", batch=10, part=20, model="mlp")
+    assert full.exit_code == 2 and "Traceback" not in full.output  # after the bar: one line
+    last = full.stderr.strip().splitlines()[-1]
+    assert "No space left on device" in last and "2 of 5 parts (40 samples)" in last
+    monkeypatch.setattr(layout, "_save_atomic", save)
+    assert _run(tmp_path, x, tmp_path / "out", batch=10, part=20, model="mlp").exit_code == 0
+    summary = json.loads((tmp_path / "out" / "job.json").read_text())
+    assert summary["resumed_from"] == 40 and summary["samples_this_run"] == 60
+
+
 def test_drift_from_the_profile_is_reported_and_replanned(tmp_path):
     """A profile 50x too slow: the runner notices, scales, and re-plans (b, k)."""
     x = np.random.default_rng(3).standard_normal((600, 784), dtype=np.float32)

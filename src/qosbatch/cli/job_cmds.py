@@ -39,7 +39,10 @@ InputArg = Annotated[
     ),
 ]
 ModelOption = Annotated[
-    str, typer.Option("--model", "-m", help="A zoo name, a .onnx/.pt2/TorchScript file.")
+    str,
+    typer.Option(
+        "--model", "-m", help="A zoo name, a .onnx/.pt2/TorchScript file or pkg.mod:factory."
+    ),
 ]
 ProfileOption = Annotated[
     Path | None,
