@@ -77,40 +77,14 @@ def run_ray(
     if actors is None:
         actors = max(1, int(ray.cluster_resources().get("CPU", 1)) // settings.cores)
     missing = out.missing()
-    ids = np.concatenate(
-        [np.arange(*out.bounds(i), dtype=np.int64) for i in missing] or [np.zeros(0, np.int64)]
-    )
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.execution_options.preserve_order = True  # parts then complete in order
-    # One block per group of whole parts, enough groups to keep every actor busy.
-    groups = [g for g in np.array_split(np.array(missing), max(1, 4 * actors)) if len(g)]
-    blocks = [
-        np.concatenate([np.arange(*out.bounds(int(i)), dtype=np.int64) for i in g]) for g in groups
-    ] or [ids]
-    ds = ray.data.from_numpy(blocks).rename_columns({"data": "id"})
-    ds = ds.map_batches(
-        _Infer,
-        fn_constructor_args=(ref, backend, settings.cores, input_path),
-        batch_size=settings.batch,
-        concurrency=actors,
-        num_cpus=settings.cores,
-        batch_format="numpy",
-    )
-    filling: dict[int, tuple[np.ndarray, int]] = {}
-    done = out.samples_done()
-    compute = 0.0
-    reporter.start(out.n, done)
+    this_run = sum(out.bounds(i)[1] - out.bounds(i)[0] for i in missing)
+    reporter.start(out.n, out.samples_done())
     t0 = time.perf_counter()
+    compute = 0.0
     try:
-        for result in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            compute += float(np.sum(result["seconds"]))
-            rows = np.stack(result["out"])
-            for i, (index, count) in _spans(result["id"], out.part_size):
-                _fill(out, filling, index, rows[i : i + count], int(result["id"][i]))
-            done += len(rows)
-            rate = (done - (out.n - len(ids))) / max(time.perf_counter() - t0, 1e-9)
-            reporter.update(done, rate, (out.n - done) / rate if rate else None, "")
+        if missing:
+            ds = _dataset(ray.data, out, missing, input_path, ref, backend, settings, actors)
+            compute = _collect(ds, out, reporter, this_run, t0)
     finally:
         reporter.stop()
     out.assemble()
@@ -118,7 +92,7 @@ def run_ray(
     summary = summarise(
         settings,
         samples=out.n,
-        this_run=len(ids),
+        this_run=this_run,
         wall_s=end - started_at,
         loop_s=end - t0,
         compute_s=compute,
@@ -129,6 +103,55 @@ def run_ray(
     summary["actors"] = actors
     out.finish(summary)
     return summary
+
+
+def _dataset(
+    data: Any,
+    out: JobOutput,
+    missing: list[int],
+    input_path: str,
+    ref: ModelRef,
+    backend: str,
+    settings: RunSettings,
+    actors: int,
+) -> Any:
+    """The missing parts' sample indices, mapped by an actor pool in batches of b."""
+    ctx = data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.execution_options.preserve_order = True  # parts then complete in order
+    # One block per group of whole parts, enough groups to keep every actor busy.
+    groups = [g for g in np.array_split(np.array(missing), 4 * actors) if len(g)]
+    blocks = [
+        np.concatenate([np.arange(*out.bounds(int(i)), dtype=np.int64) for i in g]) for g in groups
+    ]
+    return (
+        data.from_numpy(blocks)
+        .rename_columns({"data": "id"})
+        .map_batches(
+            _Infer,
+            fn_constructor_args=(ref, backend, settings.cores, input_path),
+            batch_size=settings.batch,
+            concurrency=actors,
+            num_cpus=settings.cores,
+            batch_format="numpy",
+        )
+    )
+
+
+def _collect(ds: Any, out: JobOutput, reporter: Reporter, this_run: int, t0: float) -> float:
+    """Fill and write parts from the batches as they come back; the model's total time."""
+    filling: dict[int, tuple[np.ndarray, int]] = {}
+    done = out.samples_done()
+    compute = 0.0
+    for result in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        compute += float(np.sum(result["seconds"]))
+        rows = np.stack(result["out"])
+        for i, (index, count) in _spans(result["id"], out.part_size):
+            _fill(out, filling, index, rows[i : i + count], int(result["id"][i]))
+        done += len(rows)
+        rate = (done - (out.n - this_run)) / max(time.perf_counter() - t0, 1e-9)
+        reporter.update(done, rate, (out.n - done) / rate if rate else None, "")
+    return compute
 
 
 def _spans(ids: np.ndarray, part_size: int) -> list[tuple[int, tuple[int, int]]]:
