@@ -72,6 +72,10 @@ def test_plot_draws_the_model_and_the_simulator(profile_file, tmp_path):
         (("--rate", 10, "--b", 64, "--capacity", 8), "N (capacity)"),
         (("--rate", 10, "--service", "weibull"), "--service"),
         (("--rate", 10, "--optimize", "--slo", "fast"), "--slo"),
+        (("--rate", 10, "--optimize", "--omega", 2), "give --memory"),
+        (("--rate", 10, "--omega", 2, "--memory", 3), "add --optimize"),
+        (("--rate", 10, "--optimize", "--omega", 2, "--memory", "lots"), "megabytes per sample"),
+        (("--rate", 10, "--optimize", "--omega", -1, "--memory", 3), "--omega must be >= 0"),
     ],
 )
 def test_bad_arguments_get_one_line(profile_file, args, fragment):
@@ -81,3 +85,29 @@ def test_bad_arguments_get_one_line(profile_file, args, fragment):
 def test_missing_profile_gets_one_line(tmp_path):
     result = run("queue", "--profile", tmp_path / "nope.json", "--rate", 10)
     assert_one_line_error(result, "nope.json")
+
+
+def test_omega_trades_latency_for_memory_and_draws_the_frontier(profile_file, tmp_path):
+    """BatOpt's objective: a heavy weight on memory picks a pair that holds less memory
+    (smaller batches) at some cost in latency; the frontier plot is written."""
+
+    def chosen(*extra):
+        result = run("queue", "--profile", profile_file, "--rate", 60, "--b", 16, "--optimize",
+                     "--memory", "50", *extra)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        _, b, latency_ms, *_ = first_row(result.output)
+        mb = float(re.search(r"in service: ([0-9.]+) MB", result.output).group(1))
+        return int(b), float(latency_ms), mb, result.output
+
+    _, lat0, mb0, _ = chosen()
+    png = tmp_path / "frontier.png"
+    _, lat1, mb1, out = chosen("--omega", 5, "--frontier", png)
+    assert mb1 < mb0 and lat1 >= lat0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "wrote" in out
+
+
+def test_memory_from_the_profile_is_its_linear_fit():
+    from qosbatch.latency.memory import memory_from_profile
+
+    m = memory_from_profile(make_profile(law), 1)  # measured: 1000 bytes per sample
+    assert m(5) == pytest.approx(5000) and m(64) == pytest.approx(64_000)

@@ -63,6 +63,8 @@ def test_rejects_beyond_capacity_with_a_reason():
         ("queue-optimal:a=4,b=2", "a <= b"),
         ("queue-optimal:a=1,b=8,capacity=4", "capacity"),
         ("queue-optimal:eps=2", "eps"),
+        ("queue-optimal:omega=3", "memory_mb > 0"),
+        ("queue-optimal:omega=-1,memory_mb=2", "omega >= 0"),
     ],
 )
 def test_bad_knobs_are_user_errors(spec, message):
@@ -70,7 +72,7 @@ def test_bad_knobs_are_user_errors(spec, message):
         parse_policy(spec)
 
 
-def run_steps(cycles):
+def run_steps(cycles, **knobs):
     """Rate steps 20 <-> 150 req/s, 20 s each, ``cycles`` times; the policy and its records."""
     rates = "/".join(["20/150"] * cycles)
     at = "/".join(str(20 * i) for i in range(2 * cycles))
@@ -79,7 +81,7 @@ def run_steps(cycles):
     policies = []
 
     def factory(rng):
-        policies.append(QueueOptimalPolicy(max_batch_size=32, capacity=64))
+        policies.append(QueueOptimalPolicy(max_batch_size=32, capacity=64, **knobs))
         return policies[-1]
 
     result = simulate(trace, [Deployment("m", table(), 1, 1)], factory, seed=0)
@@ -109,3 +111,13 @@ def test_model_mean_latency_matches_the_simulator(deterministic, a, b):
     sim = simulate_bulk_queue(lat, 1, a, b, 64, rate, 60_000, seed=1, deterministic=deterministic)
     assert sim.mean_latency_s == pytest.approx(model.mean_latency, rel=0.03)
     assert sim.blocking == pytest.approx(model.blocking_probability, abs=0.01)
+
+
+def test_omega_plans_smaller_batches_that_hold_less_memory():
+    """BatOpt's trade-off in the policy: weighing memory, the high-load plan's b shrinks."""
+    plain, rec = run_steps(1)
+    weighed, rec_w = run_steps(1, omega=50.0, memory_mb=100.0)
+    high = (rec.arrival_s > 30) & (rec.arrival_s < 40)
+    high_w = (rec_w.arrival_s > 30) & (rec_w.arrival_s < 40)
+    assert rec_w.batch_size[high_w].mean() < rec.batch_size[high].mean()
+    assert max(b for _, b in weighed._plans.values()) < max(b for _, b in plain._plans.values())

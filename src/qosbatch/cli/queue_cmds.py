@@ -13,8 +13,9 @@ from qosbatch.cli import app
 from qosbatch.core.errors import UserError
 from qosbatch.core.profile import Profile, load_profile
 from qosbatch.core.units import duration_ms
+from qosbatch.latency.memory import omega_per_byte, parse_memory
 from qosbatch.latency.table import LatencyTable
-from qosbatch.queueing import FAMILIES, QueueResult, ServiceTime, optimize_ab, solve
+from qosbatch.queueing import FAMILIES, QueueResult, ServiceTime, optimize_ab, solve, solve_all
 
 console = Console()
 
@@ -99,32 +100,65 @@ def queue(
         float, typer.Option(help="Largest blocking probability --optimize accepts.")
     ] = 1e-3,
     plot: Annotated[Path | None, typer.Option(help="PNG: predicted latency against rate.")] = None,
+    omega: Annotated[
+        float,
+        typer.Option(help="BatOpt's weight of memory for --optimize: ms of latency per MB."),
+    ] = 0.0,
+    memory: Annotated[
+        str | None,
+        typer.Option(help="m(k) for --omega: 'profile' (its peak memory) or MB per sample."),
+    ] = None,
+    frontier: Annotated[
+        Path | None,
+        typer.Option(help="PNG: the latency-memory frontier over (a, b) (needs --memory)."),
+    ] = None,
 ) -> None:
-    """Predict latency, blocking and throughput of dynamic batching (M/G(a,b)/1/N)."""
+    """Predict latency, blocking and throughput of dynamic batching (M/G(a,b)/1/N).
+
+    With --optimize --omega W --memory M it minimises mean latency + W x mean memory
+    (BatOpt's objective): on pay-per-use nodes memory is billed too.
+    """
     if rate <= 0:
         raise UserError(f"--rate must be > 0 requests per second, got {rate}")
+    if (omega or frontier) and memory is None:
+        raise UserError("--omega and --frontier weigh memory: give --memory profile|MB-per-sample")
+    if (omega or frontier) and not optimize:
+        raise UserError("--omega and --frontier choose among (a, b): add --optimize")
+    weight = omega_per_byte(omega)
     prof = load_profile(profile_path)
     pool = cores if cores is not None else max(prof.core_counts)
     if pool < 1:
         raise UserError(f"--cores must be >= 1, got {pool}")
+    mem = parse_memory(memory, prof, pool) if memory is not None else None
     svc, latency = service_from_profile(prof, pool, b, service)
     where = f"{prof.model.name} on {pool} core{'s' * (pool > 1)}, {service} service"
     try:
         if optimize:
             bound_ms = duration_ms(slo, "--slo") if slo else None
-            choice = optimize_ab(rate, svc, capacity, b, bound_ms / 1e3 if bound_ms else None, eps)
+            bound_s = bound_ms / 1e3 if bound_ms else None
+            choice = optimize_ab(rate, svc, capacity, b, bound_s, eps, weight, mem)
             res = choice.result
             verdict = "best (a, b)" if choice.feasible else "no (a, b) meets the bounds; closest"
             table = _table(
                 f"{verdict} of {choice.considered} at {rate:g} req/s, N={capacity}: {where}"
             )
         else:
-            res = solve(rate, a, b, capacity, svc)
+            res = solve(rate, a, b, capacity, svc, mem)
             table = _table(f"M/G(a,b)/1/N at {rate:g} req/s, N={capacity}: {where}")
     except ValueError as exc:
         raise UserError(str(exc)) from None
     _row(table, res)
     console.print(table)
+    if res.mean_memory is not None:
+        console.print(f"mean memory of the batch in service: {res.mean_memory / 1e6:.1f} MB")
+    if frontier is not None:
+        from qosbatch.viz.queue_plot import plot_latency_memory_frontier
+
+        allowed = [
+            r for r in solve_all(rate, svc, capacity, b, mem) if r.blocking_probability <= eps
+        ]
+        out = plot_latency_memory_frontier(allowed, res, frontier, where)
+        console.print(f"wrote {out}")
     if optimize and slo and not choice.feasible:
         raise typer.Exit(1)
     if plot is not None:

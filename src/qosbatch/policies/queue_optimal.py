@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from qosbatch.core.errors import UserError
+from qosbatch.latency.memory import memory_per_sample, omega_per_byte
 from qosbatch.policies.base import CompletedBatch, Decision, Dispatch, QueueView, Reject, Wait
 from qosbatch.queueing import ServiceTime, optimize_ab
 
@@ -39,9 +40,15 @@ class QueueOptimalPolicy:
         eps: float = 1e-3,
         replan_change: float = 0.2,
         rate_window_s: float = 1.0,
+        omega: float = 0.0,
+        memory_mb: float = 0.0,
         rng: np.random.Generator | None = None,
     ) -> None:
-        """``a``/``b`` > 0 pin the rule (no planning); 0 lets the queueing model choose."""
+        """``a``/``b`` > 0 pin the rule (no planning); 0 lets the queueing model choose.
+
+        ``omega`` (ms of latency a megabyte is worth) with ``memory_mb`` (per sample)
+        is BatOpt's trade-off: plans minimise mean latency + omega x mean memory.
+        """
         del rng
         if max_batch_size < 1:
             raise UserError(
@@ -65,6 +72,13 @@ class QueueOptimalPolicy:
             raise UserError(f"queue-optimal: replan_change must be > 0, got {replan_change}")
         if rate_window_s < 0:
             raise UserError(f"queue-optimal: rate_window_s must be >= 0, got {rate_window_s}")
+        if omega < 0 or memory_mb < 0 or (omega > 0 and memory_mb <= 0):
+            raise UserError(
+                "queue-optimal: omega weighs memory: give omega >= 0 and, with omega > 0, "
+                f"memory_mb > 0 (MB per sample); got omega={omega}, memory_mb={memory_mb}"
+            )
+        self.omega = omega_per_byte(omega)
+        self.memory = memory_per_sample(memory_mb) if omega > 0 else None
         self.pinned = (a, b) if a and b else None
         self.max_batch_size = b or max_batch_size
         self.capacity = capacity
@@ -117,7 +131,10 @@ class QueueOptimalPolicy:
             service = ServiceTime(
                 lambda k: table.s(k, cores), "lognormal", lambda k: table.spread(k, cores)
             )
-            choice = optimize_ab(_RATE_GRID**bucket, service, self.capacity, key[2], eps=self.eps)
+            choice = optimize_ab(
+                _RATE_GRID**bucket, service, self.capacity, key[2], eps=self.eps,
+                omega=self.omega, memory=self.memory,
+            )  # fmt: skip
             self._plans[key] = (choice.result.a, choice.result.b)
             self.replans += 1
         self.a, self.b = self._plans[key]

@@ -5,7 +5,7 @@ throughput and memory for one configuration in milliseconds; ``optimize_ab``
 and ``max_rate`` turn it into choices for the policies and the planner.
 """
 
-from qosbatch.queueing.optimize import Choice, max_rate, optimize_ab
+from qosbatch.queueing.optimize import Choice, max_rate, optimize_ab, solve_all
 from qosbatch.queueing.service import FAMILIES, ServiceTime
 from qosbatch.queueing.solver import KappaTable, QueueResult, solve, solve_many
 
@@ -18,5 +18,6 @@ __all__ = [
     "max_rate",
     "optimize_ab",
     "solve",
+    "solve_all",
     "solve_many",
 ]

@@ -9,7 +9,7 @@ Pure numpy/scipy.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from qosbatch.queueing.service import ServiceTime, as_service_time
@@ -24,6 +24,20 @@ class Choice:
     objective: float  # mean latency (s) + omega * mean memory (bytes)
     feasible: bool
     considered: int  # (a, b) pairs solved
+
+
+def solve_all(
+    rate: float,
+    service_time: ServiceTime | Callable[[int], float],
+    capacity: int,
+    max_batch: int,
+    memory: Callable[[int], float] | None = None,
+) -> Iterator[QueueResult]:
+    """The model's answer for every 1 <= a <= b <= max_batch at this rate (b outer)."""
+    check_arguments(rate, 1, max_batch, capacity)
+    table = KappaTable(float(rate), as_service_time(service_time), capacity, max_batch)
+    for b in range(1, max_batch + 1):
+        yield from solve_many(table, list(range(1, b + 1)), b, memory)
 
 
 def optimize_ab(
@@ -48,23 +62,20 @@ def optimize_ab(
     here, and the largest b (then the smallest a) wins: the same in steady state,
     but it drains a burst faster, which the stationary model cannot see.
     """
-    check_arguments(rate, 1, max_batch, capacity)
     if omega and memory is None:
         raise ValueError("omega > 0 weighs memory, so memory (k -> bytes) must be given")
-    table = KappaTable(float(rate), as_service_time(service_time), capacity, max_batch)
     feasible: list[tuple[float, QueueResult]] = []
     fallback: QueueResult | None = None
     considered = 0
-    for b in range(1, max_batch + 1):
-        for res in solve_many(table, list(range(1, b + 1)), b, memory):
-            considered += 1
-            if fallback is None or res.mean_latency < fallback.mean_latency:
-                fallback = res
-            ok = res.blocking_probability <= eps and (
-                latency_bound_s is None or res.mean_latency <= latency_bound_s
-            )
-            if ok:
-                feasible.append((res.mean_latency + omega * (res.mean_memory or 0.0), res))
+    for res in solve_all(rate, service_time, capacity, max_batch, memory):
+        considered += 1
+        if fallback is None or res.mean_latency < fallback.mean_latency:
+            fallback = res
+        ok = res.blocking_probability <= eps and (
+            latency_bound_s is None or res.mean_latency <= latency_bound_s
+        )
+        if ok:
+            feasible.append((res.mean_latency + omega * (res.mean_memory or 0.0), res))
     if not feasible:
         assert fallback is not None  # max_batch >= 1, so at least one pair was solved
         return Choice(fallback, fallback.mean_latency, False, considered)
