@@ -50,6 +50,8 @@ def test_serve_busy_port_is_one_line():
           "http://127.0.0.1:9"], "cannot reach"),
         (["--workload", "poisson:rate=1,duration_s=1,slo_ms=9", "--encoding", "xml"],
          "--encoding must be binary or json"),
+        (["--workload", "poisson:rate=1,duration_s=1,slo_ms=9", "--price", "cheap"], "--price"),
+        (["--workload", "poisson:rate=1,duration_s=1,slo_ms=9", "--cores", "0"], "--cores"),
     ],
 )  # fmt: skip
 def test_bench_bad_arguments(args, fragment):

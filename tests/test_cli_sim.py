@@ -242,3 +242,21 @@ def test_bad_frontend_specs(profile):
     assert_one_line_error(
         sim(profile, *base, "--frontend", "request=slow"), "--frontend request: expected a duration"
     )
+
+
+def test_simulate_prices_each_on_time_request(profile):
+    """$ per million on-time: busy core-seconds (pay-per-use) or the span (a node-hour)."""
+    per_core, = ok_json(sim(profile, "--policy", "slo", "--workload", WORKLOAD, "--json",
+                            "--price", "0.04/core-hour"))  # fmt: skip
+    busy = 0.04 / 3600 * per_core["core_seconds"]
+    assert per_core["usd_per_million_on_time"] == pytest.approx(busy / per_core["on_time"] * 1e6)
+    per_node, = ok_json(sim(profile, "--policy", "slo", "--workload", WORKLOAD, "--json",
+                            "--price", "0.085/node-hour"))  # fmt: skip
+    held = 0.085 / 3600 * per_node["span_s"]
+    assert per_node["usd_per_million_on_time"] == pytest.approx(held / per_node["on_time"] * 1e6)
+    table = sim(profile, "--policy", "slo", "--workload", WORKLOAD, "--price", "0.04/core-hour")
+    assert "$/M on time" in table.output
+
+
+def test_simulate_refuses_a_price_without_a_unit(profile):
+    assert_one_line_error(sim(profile, "--workload", WORKLOAD, "--price", "3usd"), "AMOUNT/UNIT")

@@ -404,6 +404,7 @@ def test_bench_reports_simulate_keys_from_the_client_side(server, tmp_path):
     result = run_cli(
         "bench", "--url", f"http://{server.url}", "--model", MODEL,
         "--workload", "poisson:rate=40,duration_s=2,slo_ms=1000", "--json", "--plot", out,
+        "--price", "0.04/core-hour", "--cores", "2",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout)[0]
@@ -413,6 +414,9 @@ def test_bench_reports_simulate_keys_from_the_client_side(server, tmp_path):
     assert row["requests"] == row["on_time"] + row["late"] + row["rejected"] > 40
     assert row["errors"] == 0
     assert out.stat().st_size > 0
+    # Cost per million on-time: 2 cores held over the span at $0.04 per core-hour.
+    held = 0.04 / 3600 * 2 * row["span_s"]
+    assert row["usd_per_million_on_time"] == pytest.approx(held / row["on_time"] * 1e6)
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")

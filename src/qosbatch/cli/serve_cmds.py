@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from qosbatch.cli import app
+from qosbatch.cli.sim_cmds import PriceOption
 from qosbatch.core.errors import UserError
 
 if TYPE_CHECKING:  # the command imports these when it runs: `qosbatch --help` stays quick
@@ -227,16 +228,27 @@ def bench(
     plot: Annotated[
         Path | None, typer.Option(help="PNG of each request's latency against time.")
     ] = None,
+    price: PriceOption = None,
+    cores: Annotated[
+        int, typer.Option(help="Cores the server holds, billed over the run with --price.")
+    ] = 1,
 ) -> None:
     """Send a workload to a server open-loop (each request at its time) and report its metrics.
 
-    The numbers and JSON keys are simulate's, measured from the client's side.
+    The numbers and JSON keys are simulate's, measured from the client's side. With
+    --price, the cost per million on-time requests bills the --cores the server holds
+    over the run's span (the client cannot see the server's busy time).
     """
+    import dataclasses
     import json
 
-    from qosbatch.cli.sim_cmds import print_metrics
+    from qosbatch.cli.sim_cmds import priced, print_metrics
+    from qosbatch.core.pricing import parse_price
     from qosbatch.metrics import rejection_reasons, summarize
 
+    if cores < 1:
+        raise UserError(f"--cores must be >= 1, got {cores}")
+    cost = parse_price(price) if price is not None else None
     url = _bench_url(url, protocol, encoding)
     t = _bench_trace(model, trace, workload, duration, max_requests, seed)
     if protocol == "grpc":
@@ -250,7 +262,8 @@ def bench(
             run_load(url, model, t, max_connections=connections, encoding=encoding)  # type: ignore[arg-type]
         )
     m = summarize(result.records)
-    row = {"policy": f"live {model}", **m.to_json(), "errors": result.errors}
+    held = dataclasses.replace(m, core_seconds=cores * m.span_s)  # what the server held
+    row = {"policy": f"live {model}", **m.to_json(), **priced(cost, held), "errors": result.errors}
     if json_out:
         typer.echo(json.dumps([row], indent=1))
     else:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from qosbatch.cli import app
 from qosbatch.core.errors import UserError
+from qosbatch.core.pricing import Price, parse_price
 from qosbatch.core.profile import load_profile
 
 console = Console()
@@ -45,6 +46,14 @@ ShareCoresOption = Annotated[
     typer.Option(
         help="All models draw from one pool of --cores cores, batch by batch (as serve "
         "--share-cores); default: each model owns --cores."
+    ),
+]
+PriceOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Price, to show $ per million on-time requests: 0.04/core-hour, "
+        "0.0000112/core-second (pay-per-use: billed busy core-seconds) or 0.085/node-hour "
+        "(the whole span)."
     ),
 ]
 FrontendOption = Annotated[
@@ -99,6 +108,7 @@ def simulate(
     latency_model: Annotated[str, typer.Option(help="auto, amdahl or density.")] = "auto",
     max_batch: Annotated[int, typer.Option(help="Largest batch any policy may form.")] = 128,
     frontend: FrontendOption = None,
+    price: PriceOption = None,
 ) -> None:
     """Simulate policies on a workload: one row per policy (or its capacity with --sweep)."""
     from qosbatch.policies.registry import parse_policy_list
@@ -108,6 +118,7 @@ def simulate(
     from qosbatch.workloads import parse_workload, read_trace
 
     _check_flags(trace is not None, workload is not None, target, max_batch, tune)
+    cost = parse_price(price) if price is not None else None
     front = parse_frontend(frontend) if frontend is not None else None
     specs = [checked(spec) for spec in parse_policy_list(",".join(policy))]
     profiles = [load_profile(p) for p in profile]
@@ -135,7 +146,7 @@ def simulate(
         )
     if tune:
         specs = _tune(exp, specs, target, json_out)
-    rows = _sweep(exp, specs, target, json_out) if sweep else _compare(exp, specs, json_out)
+    rows = _sweep(exp, specs, target, json_out) if sweep else _compare(exp, specs, json_out, cost)
     if plot is not None:
         _plot(exp, specs, rows, plot, target, sweep, json_out)
 
@@ -192,10 +203,12 @@ def _cell(fmt: str, value: Any) -> str:
     return fmt.format(value).replace("%", "") if fmt.endswith("%}") else fmt.format(value)
 
 
-def _compare(exp: Any, specs: list[Any], json_out: bool) -> list[dict[str, Any]]:
+def _compare(
+    exp: Any, specs: list[Any], json_out: bool, price: Price | None = None
+) -> list[dict[str, Any]]:
     rows = []
     for spec, m in exp.compare(specs):
-        rows.append({"policy": spec.label, **m.to_json()})
+        rows.append({"policy": spec.label, **m.to_json(), **priced(price, m)})
     if json_out:
         typer.echo(json.dumps(rows, indent=1))
         return rows
@@ -203,14 +216,29 @@ def _compare(exp: Any, specs: list[Any], json_out: bool) -> list[dict[str, Any]]
     return rows
 
 
+def priced(price: Price | None, m: Any, nodes: int = 1) -> dict[str, Any]:
+    """The cost column of a run, when a price was given."""
+    if price is None:
+        return {}
+    per_m = price.per_million_on_time(m.on_time, m.core_seconds, m.span_s, nodes)
+    return {COST_KEY: per_m, "price": price.text}
+
+
+COST_KEY = "usd_per_million_on_time"
+
+
 def print_metrics(rows: list[dict[str, Any]], title: str) -> None:
-    """One row per run, the columns of ``qosbatch.metrics`` (simulated and live alike)."""
+    """One row per run, the columns of ``qosbatch.metrics`` (simulated and live alike),
+    and the cost per million on-time requests when the rows were priced."""
+    columns = list(_COLUMNS)
+    if rows and COST_KEY in rows[0]:
+        columns.append((COST_KEY, "$/M on time", "{:.2f}"))
     table = Table(title=title)
     table.add_column("policy")
-    for _, head, _ in _COLUMNS:
+    for _, head, _ in columns:
         table.add_column(head, justify="right")
     for row in rows:
-        table.add_row(row["policy"], *(_cell(fmt, row[key]) for key, _, fmt in _COLUMNS))
+        table.add_row(row["policy"], *(_cell(fmt, row[key]) for key, _, fmt in columns))
     _print_table(table)
 
 
