@@ -41,6 +41,7 @@ import requests
 import schemathesis
 from hypothesis import strategies as st
 
+from qosbatch.client.grpc_client import set_parameter
 from qosbatch.launch import running
 from qosbatch.testing import banner_url
 
@@ -167,7 +168,8 @@ def infer_requests(example: tuple[str, dict[str, Any]] | None) -> st.SearchStrat
         models.append(example[0])
         shapes.append(example[1]["inputs"][0]["shape"])
     shape_of = st.sampled_from(shapes) | st.lists(st.integers(-2, 2**40), max_size=4)
-    datatypes = st.sampled_from(["FP32", "FP16", "INT8", "INT64", "BOOL", "BYTES", "x", ""])
+    # Weighted towards the served model's own name, input and datatype (FP32 in the zoo).
+    datatypes = st.sampled_from(["FP32"] * 4 + ["FP16", "INT8", "INT64", "BOOL", "BYTES", "x", ""])
     values = st.one_of(
         st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(), st.text(max_size=8)
     )
@@ -175,15 +177,15 @@ def infer_requests(example: tuple[str, dict[str, Any]] | None) -> st.SearchStrat
     @st.composite
     def build(draw: Callable[[st.SearchStrategy[Any]], Any]) -> Any:
         r = pb.ModelInferRequest(
-            model_name=draw(st.sampled_from(models) | st.text(max_size=8)),
+            model_name=draw(st.sampled_from(models[-1:] * 3 + models) | st.text(max_size=8)),
             model_version=draw(st.sampled_from(["", "1", "2"])),
             id=draw(st.text(max_size=4)),
         )
         for key, value in draw(st.dictionaries(_PARAM_NAMES, values, max_size=3)).items():
-            _set(r.parameters[key], value)
+            set_parameter(r.parameters[key], value)
         for _ in range(draw(st.integers(0, 2))):
             t = r.inputs.add(
-                name=draw(st.sampled_from(["input", "x", ""])),
+                name=draw(st.sampled_from(["input"] * 4 + ["x", ""])),
                 datatype=draw(datatypes),
                 shape=draw(shape_of),
             )
@@ -202,12 +204,6 @@ def infer_requests(example: tuple[str, dict[str, Any]] | None) -> st.SearchStrat
 
 
 _PARAM_NAMES = st.sampled_from(["slo_ms", "timeout", "priority", "binary_data_output", "other"])
-
-
-def _set(entry: Any, value: Any) -> None:
-    from qosbatch.client.grpc_client import set_parameter
-
-    set_parameter(entry, value)
 
 
 def served_example(base: str) -> tuple[str, dict[str, Any]] | None:

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from qosbatch.client.grpc_client import set_parameter
 from qosbatch.serve.protocol import (
     DATATYPES,
     InferRequest,
@@ -185,7 +186,7 @@ def test_any_grpc_message_is_decoded_or_refused_with_a_4xx(request):
         value = request.draw(
             st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | st.text(max_size=3)
         )
-        _set(r.parameters[key], value)
+        set_parameter(r.parameters[key], value)
     for _ in range(request.draw(st.integers(0, 2))):
         t = r.inputs.add(
             name=request.draw(st.sampled_from(["input", "x"])),
@@ -214,9 +215,3 @@ def test_any_grpc_message_is_decoded_or_refused_with_a_4xx(request):
         assert 400 <= exc.status < 500 and exc.reason
     else:
         assert req.tensor.shape[1:] == MODEL.sample_shape
-
-
-def _set(entry: Any, value: Any) -> None:
-    from qosbatch.client.grpc_client import set_parameter
-
-    set_parameter(entry, value)
