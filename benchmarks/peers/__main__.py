@@ -153,6 +153,7 @@ class Comparison:
         specs = {
             "a": cal.poisson(budget.run_s.get("a", 60.0)),
             "b": cal.mmpp(budget.run_s.get("b", 180.0)),
+            "c": cal.poisson(budget.overload_s),
         }
         specs |= {
             f"{k}-tune": (cal.poisson if k == "a" else cal.mmpp)(budget.tune_s[k]) for k in tuned
@@ -169,12 +170,23 @@ class Comparison:
             "tuning": {}, "ladders": {}, "runs": [], "smoke": self.args.smoke,
         }  # fmt: skip
         chosen: dict[str, dict[str, Knobs]] = {}
+        if self.args.reuse_tuning is not None:  # its settings and ladders, its runs kept
+            before = json.loads(self.args.reuse_tuning.read_text())
+            for key in ("tuning", "ladders", "runs"):
+                report[key] = before[key]
+            report["command"] = before["command"] + "; then " + report["command"]
+            tuned = [k for k in tuned if k in report["tuning"]]
         for key in tuned:
-            outcomes = self.tune(key, model, grids, store)
-            report["tuning"][key] = [o.to_json() for o in outcomes]
-            factors = {o.system: o.factor for o in outcomes if o.chosen is not None}
-            chosen[key] = {o.system: o.chosen.knobs for o in outcomes if o.chosen is not None}
-            report["ladders"][key] = ladder(list(factors.values()), budget.points)
+            if key not in report["tuning"]:
+                outcomes = self.tune(key, model, grids, store)
+                report["tuning"][key] = [o.to_json() for o in outcomes]
+                factors = [o.factor for o in outcomes if o.chosen is not None]
+                report["ladders"][key] = ladder(factors, budget.points)
+            chosen[key] = {
+                o["system"]: o["chosen"]["knobs"]
+                for o in report["tuning"][key]
+                if o["chosen"] is not None and o["system"] in self.systems
+            }
         self.rounds(model, store, chosen, report, budget)
         report["digests"] = store.digests
         return report
@@ -206,10 +218,12 @@ class Comparison:
         """Every system at every load, ``budget.repeats`` times, the order rotating."""
         for r, order in enumerate(rotations(list(self.systems), budget.repeats)):
             for key, knobs_of in chosen.items():
-                loads = [(key, key, f) for f in report["ladders"][key]]
-                if key == "a":
+                loads = []
+                if key in self.args.scenarios:  # (a) only for (c): no (a) loads
+                    loads += [(key, key, f) for f in report["ladders"][key]]
+                if key == "a" and "c" in self.args.scenarios:
                     loads += [("c", "c", f) for f in report["overload"]]
-                for name in (n for n in order if n in knobs_of):
+                for name in (n for n in order if n in knobs_of and loads):
                     self.block(name, model, store, key, knobs_of[name], loads, r, report)
 
     def block(
@@ -268,6 +282,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--slo-ms", type=float, default=None, help="(a)'s budget (default: profile)")
     ap.add_argument("--overload", type=_floats, default=[1.5, 2.0, 3.0], help="(c)'s factors")
     ap.add_argument("--target", type=float, default=0.99)
+    ap.add_argument(
+        "--reuse-tuning", type=Path, default=None, metavar="JSON",
+        help="a results JSON: its tuned settings and ladders, no tuning; its runs are kept "
+        "and this run's added (e.g. --scenarios c after a run of a)",
+    )  # fmt: skip
     ap.add_argument(
         "--profiles", type=_profiles, default={},
         help="MODEL=PROFILE.json,...: a profile taken on an idle server core (qosbatch profile "
