@@ -167,13 +167,13 @@ class Comparison:
             "overload": self.args.overload if "c" in self.args.scenarios else [],
             "command": "python -m benchmarks.peers " + " ".join(sys.argv[1:]),
             "versions": {s: sys_.version for s, sys_ in self.systems.items()},
-            "tuning": {}, "ladders": {}, "runs": [], "smoke": self.args.smoke,
+            "tuning": {}, "ladders": {}, "runs": [], "digests": {}, "smoke": self.args.smoke,
         }  # fmt: skip
         chosen: dict[str, dict[str, Knobs]] = {}
         if self.args.reuse_tuning is not None:  # its settings and ladders, its runs kept
             before = json.loads(self.args.reuse_tuning.read_text())
-            for key in ("tuning", "ladders", "runs"):
-                report[key] = before[key]
+            for key in ("tuning", "ladders", "runs", "digests"):
+                report[key] = before.get(key, {})
             report["command"] = before["command"] + "; then " + report["command"]
             tuned = [k for k in tuned if k in report["tuning"]]
         for key in tuned:
@@ -188,7 +188,7 @@ class Comparison:
                 if o["chosen"] is not None and o["system"] in self.systems
             }
         self.rounds(model, store, chosen, report, budget)
-        report["digests"] = store.digests
+        report["digests"] = {**report.get("digests", {}), **store.digests}
         return report
 
     @property

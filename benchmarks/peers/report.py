@@ -105,6 +105,18 @@ def _chosen(report: dict[str, Any], scenario: str) -> dict[str, str]:
     return out
 
 
+def _tried(setting: dict[str, Any]) -> str:
+    """A setting's coarse capacity, or why it has none."""
+    if setting["error"]:
+        return setting["error"]
+    if setting["factor"] > 0:
+        return f"{setting['factor']:.3f}"
+    points = setting["points"]
+    if len(points) == 1 and not points[0]["passed"]:
+        return f"failed x{points[0]['factor']:.3f}, where an earlier setting passed: not searched"
+    return "passed no load tried"
+
+
 def table(report: dict[str, Any]) -> str:
     m, limit = report["machine"], report["limit"]
     lines = [
@@ -171,10 +183,9 @@ def table(report: dict[str, Any]) -> str:
     for key, outcomes in report["tuning"].items():
         for o in outcomes:
             tried = "; ".join(
-                ", ".join(f"{k}={v}" for k, v in s["knobs"].items())
-                + ": " + (s["error"] or f"{s['factor']:.3f}")
+                ", ".join(f"{k}={v}" for k, v in s["knobs"].items()) + ": " + _tried(s)
                 for s in o["tuning"]
-            )  # fmt: skip
+            )
             lines.append(f"- ({key}) {o['system']}: {tried}")
     lines += ["", "## Versions", ""] + [f"- {n}: {v}" for n, v in report["versions"].items()]
     lines += ["", f"Traces: {len(report.get('digests', {}))} files, SHA-256 in the JSON."]
