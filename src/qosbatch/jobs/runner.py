@@ -279,7 +279,7 @@ def summarise(
         "compute_s": round(compute_s, 3),
         "throughput": round(this_run / max(loop_s, 1e-9), 3),
         "core_seconds": round(core_s, 3),
-        "cost": None if price is None else round(core_s * price / 3600, 6),
+        "cost": None if price is None else core_s * price / 3600,  # unrounded: micro-dollars
         "currency": s.currency,
         "price_per_core_hour": price,
         "batch": s.batch,
