@@ -64,7 +64,6 @@ class Point:
 class Setting:
     knobs: dict[str, Any]
     factor: float = 0.0  # the highest passing load factor found
-    rate: float = 0.0
     points: list[Point] = field(default_factory=list)
     error: str | None = None  # why the setting could not be served
 
@@ -77,7 +76,6 @@ class Setting:
         return {
             "knobs": self.knobs,
             "factor": self.factor,
-            "rate": self.rate,
             "error": self.error,
             "points": [p.to_json() for p in self.points],
         }
@@ -107,6 +105,27 @@ class Outcome:
         }
 
 
+def run_at(
+    run: RunTrace,
+    traces: TraceAt,
+    setting: Setting,
+    factor: float,
+    target: float,
+    log: Callable[[str], None],
+    note: str = "",
+) -> bool:
+    """One run of ``setting`` at load ``factor``, kept in its points; did it pass?"""
+    trace = traces(factor)
+    m = run(trace)
+    passed = m.attainment >= target
+    setting.points.append(Point(factor, mean_rate(trace), m, passed))
+    log(
+        f"  {setting.knobs} at {mean_rate(trace):7.1f} req/s{note}: attainment "
+        f"{m.attainment:.4f}, p99 {m.p99_ms:.1f} ms, rejected {m.rejected}, late {m.late}"
+    )
+    return passed
+
+
 def search(
     run: RunTrace,
     traces: TraceAt,
@@ -116,24 +135,15 @@ def search(
     start: float,
     rel_tol: float,
     max_runs: int,
-    fails_at: float = math.inf,
     log: Callable[[str], None] = lambda _: None,
 ) -> Setting:
     """Capacity of one served setting; every run is kept in ``setting.points``."""
-
-    def passes(factor: float) -> bool:
-        trace = traces(factor)
-        m = run(trace)
-        setting.points.append(Point(factor, mean_rate(trace), m, m.attainment >= target))
-        log(
-            f"  {setting.knobs} at {mean_rate(trace):7.1f} req/s: attainment "
-            f"{m.attainment:.4f}, p99 {m.p99_ms:.1f} ms, rejected {m.rejected}, late {m.late}"
-        )
-        return m.attainment >= target
-
-    factor = bisect_load(passes, start=start, fails_at=fails_at, rel_tol=rel_tol, max_runs=max_runs)
-    setting.factor = factor
-    setting.rate = mean_rate(traces(factor)) if factor > 0 else 0.0
+    setting.factor = bisect_load(
+        lambda f: run_at(run, traces, setting, f, target, log),
+        start=start,
+        rel_tol=rel_tol,
+        max_runs=max_runs,
+    )
     return setting
 
 
@@ -147,18 +157,10 @@ def probe(
 ) -> bool:
     """One run at the best load found so far: a setting that fails there cannot win.
 
-    This prunes the grid search to one run for most settings (noise aside, which the
-    refining search of the winner then measures again), instead of a search each.
+    This prunes the grid search to one run for most settings, instead of a search
+    each (noise aside, which the interleaved rounds of the winners then measure).
     """
-    trace = traces(factor)
-    m = run(trace)
-    passed = m.attainment >= target
-    setting.points.append(Point(factor, mean_rate(trace), m, passed))
-    log(
-        f"  {setting.knobs} at {mean_rate(trace):7.1f} req/s (the best so far): attainment "
-        f"{m.attainment:.4f}" + ("" if passed else ", below the target: no search")
-    )
-    return passed
+    return run_at(run, traces, setting, factor, target, log, " (the best so far)")
 
 
 def _rank(setting: Setting) -> tuple[float, float]:

@@ -51,6 +51,11 @@ def by_load(report: dict[str, Any], scenario: str) -> dict[str, dict[float, list
     return out
 
 
+def attainment(runs: list[dict[str, Any]]) -> Interval:
+    """The repeats' attainment at one load: mean and interval, within [0, 1]."""
+    return t_interval([r["attainment"] for r in runs], lo=0.0, hi=1.0)
+
+
 def capacities(report: dict[str, Any], scenario: str) -> dict[str, tuple[Interval, str]]:
     """Each system's capacity at the target, in req/s, over its repeats."""
     out = {}
@@ -147,12 +152,7 @@ def table(report: dict[str, Any]) -> str:
             "|---|---|---|" + "---|" * len(factors),
         ]  # fmt: skip
         for system, (cap, note) in caps.items():
-            cells = [
-                t_interval(
-                    [r["attainment"] for r in loads[system].get(f, [])], lo=0.0, hi=1.0
-                ).text()
-                for f in factors
-            ]
+            cells = [attainment(loads[system].get(f, [])).text() for f in factors]
             noted = f" ({note})" if note else ""
             lines.append(
                 f"| {system} | {chosen.get(system, '-')} | {cap.text('.1f')}{noted} | "
@@ -214,7 +214,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
             if values is not None:
                 iv = [values[system][f] for f in fs]
             else:
-                iv = [t_interval([r["attainment"] for r in loads[f]], lo=0.0, hi=1.0) for f in fs]
+                iv = [attainment(loads[f]) for f in fs]
             mean = [i.mean for i in iv]
             err = [
                 [i.mean - i.lo if i.n > 1 else 0 for i in iv],

@@ -18,6 +18,7 @@ Pure: no servers, no clocks; the runner gives it numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
@@ -162,14 +163,10 @@ def fit_budget(
     Raises ValueError with the minimum's estimate when even that does not fit."""
 
     def make(repeats: int, points: int, stretch: float) -> Budget:
-        b = Budget(
-            {k: TUNE_S[k] for k in scenarios},
-            {k: MIN_RUN_S[k] * stretch for k in scenarios},
-            repeats,
-            points,
-            0.0,
-        )
-        return Budget(b.tune_s, b.run_s, repeats, points, estimate(grids, scenarios, overloads, b))
+        tune_s = {k: TUNE_S[k] for k in scenarios}
+        run_s = {k: MIN_RUN_S[k] * stretch for k in scenarios}
+        b = Budget(tune_s, run_s, repeats, points, 0.0)
+        return dataclasses.replace(b, minutes=estimate(grids, scenarios, overloads, b))
 
     best = make(3, 3, 1.0)
     if best.minutes > minutes:
