@@ -15,7 +15,7 @@ from qosbatch.core.profile import Profile, load_profile
 from qosbatch.core.units import duration_ms
 from qosbatch.latency.memory import omega_per_byte, parse_memory
 from qosbatch.latency.table import LatencyTable
-from qosbatch.queueing import FAMILIES, QueueResult, ServiceTime, optimize_ab, solve, solve_all
+from qosbatch.queueing import FAMILIES, QueueResult, ServiceTime, choose_ab, solve, solve_all
 
 console = Console()
 
@@ -136,7 +136,8 @@ def queue(
         if optimize:
             bound_ms = duration_ms(slo, "--slo") if slo else None
             bound_s = bound_ms / 1e3 if bound_ms else None
-            choice = optimize_ab(rate, svc, capacity, b, bound_s, eps, weight, mem)
+            solved = list(solve_all(rate, svc, capacity, b, mem))  # kept for --frontier
+            choice = choose_ab(solved, bound_s, eps, weight)
             res = choice.result
             verdict = "best (a, b)" if choice.feasible else "no (a, b) meets the bounds; closest"
             table = _table(
@@ -154,9 +155,7 @@ def queue(
     if frontier is not None:
         from qosbatch.viz.queue_plot import plot_latency_memory_frontier
 
-        allowed = [
-            r for r in solve_all(rate, svc, capacity, b, mem) if r.blocking_probability <= eps
-        ]
+        allowed = [r for r in solved if r.blocking_probability <= eps]
         out = plot_latency_memory_frontier(allowed, res, frontier, where)
         console.print(f"wrote {out}")
     if optimize and slo and not choice.feasible:

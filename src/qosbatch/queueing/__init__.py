@@ -5,7 +5,7 @@ throughput and memory for one configuration in milliseconds; ``optimize_ab``
 and ``max_rate`` turn it into choices for the policies and the planner.
 """
 
-from qosbatch.queueing.optimize import Choice, max_rate, optimize_ab, solve_all
+from qosbatch.queueing.optimize import Choice, choose_ab, max_rate, optimize_ab, solve_all
 from qosbatch.queueing.service import FAMILIES, ServiceTime
 from qosbatch.queueing.solver import KappaTable, QueueResult, solve, solve_many
 
@@ -15,6 +15,7 @@ __all__ = [
     "KappaTable",
     "QueueResult",
     "ServiceTime",
+    "choose_ab",
     "max_rate",
     "optimize_ab",
     "solve",

@@ -9,7 +9,7 @@ Pure numpy/scipy.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from qosbatch.queueing.service import ServiceTime, as_service_time
@@ -64,10 +64,23 @@ def optimize_ab(
     """
     if omega and memory is None:
         raise ValueError("omega > 0 weighs memory, so memory (k -> bytes) must be given")
+    solved = solve_all(rate, service_time, capacity, max_batch, memory)
+    return choose_ab(solved, latency_bound_s, eps, omega, tie_tol)
+
+
+def choose_ab(
+    solved: Iterable[QueueResult],
+    latency_bound_s: float | None = None,
+    eps: float = 1e-3,
+    omega: float = 0.0,
+    tie_tol: float = 1e-4,
+) -> Choice:
+    """``optimize_ab``'s choice among pairs already solved (``solve_all``'s), so that a
+    caller who also plots them (``queue --frontier``) solves each pair once."""
     feasible: list[tuple[float, QueueResult]] = []
     fallback: QueueResult | None = None
     considered = 0
-    for res in solve_all(rate, service_time, capacity, max_batch, memory):
+    for res in solved:
         considered += 1
         if fallback is None or res.mean_latency < fallback.mean_latency:
             fallback = res
@@ -76,8 +89,9 @@ def optimize_ab(
         )
         if ok:
             feasible.append((res.mean_latency + omega * (res.mean_memory or 0.0), res))
+    if fallback is None:
+        raise ValueError("no (a, b) pair was solved")
     if not feasible:
-        assert fallback is not None  # max_batch >= 1, so at least one pair was solved
         return Choice(fallback, fallback.mean_latency, False, considered)
     least = min(obj for obj, _ in feasible)
     objective, result = max(
