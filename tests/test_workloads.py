@@ -333,3 +333,14 @@ def test_a_jsonl_trace_with_a_bad_line_names_it(tmp_path):
     )
     with pytest.raises(UserError, match=r"r.jsonl:1: slo_ms must be > 0"):
         read_trace(path)
+
+
+def test_until_keeps_each_requests_model_budget_and_priority():
+    t = Trace(
+        np.array([0.0, 0.5, 1.0, 1.5]), np.array([0, 1, 0, 1]), ("a", "b"),
+        np.array([10.0, 20.0, 30.0, 40.0]), np.array([0, 2, 1, 0]),
+    )  # fmt: skip
+    head = t.until(1.0)
+    assert head.time_s.tolist() == [0.0, 0.5] and head.model.tolist() == [0, 1]
+    assert head.slo_ms.tolist() == [10.0, 20.0] and head.priority.tolist() == [0, 2]
+    assert head.models == ("a", "b") and t.until(0.0).priority.tolist() == []

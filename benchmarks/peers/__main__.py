@@ -109,11 +109,6 @@ def serving(
         yield run
 
 
-def _first_seconds(trace: Trace, seconds: float = 2.0) -> Trace:
-    keep = trace.time_s < seconds
-    return Trace(trace.time_s[keep], trace.model[keep], trace.models, trace.slo_ms[keep])
-
-
 class Comparison:
     """One model: calibration, tuning per scenario, then the interleaved rounds."""
 
@@ -134,7 +129,7 @@ class Comparison:
         return model, cal
 
     def serve(self, system: System, model: ModelFiles, store: TraceStore, key: str) -> Any:
-        warmup = _first_seconds(store.get(key, 0.5, WARMUP))
+        warmup = store.get(key, 0.5, WARMUP).until(2.0)  # 2 s at half the limit
         return functools.partial(
             serving, system, model, cpus=self.args.server_cpus, threads=self.threads,
             work=self.work, grace_s=GRACE_S[key], warmup=warmup,

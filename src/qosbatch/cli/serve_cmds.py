@@ -306,7 +306,6 @@ def _bench_trace(
     import numpy as np
 
     from qosbatch.workloads.spec import parse_workload
-    from qosbatch.workloads.trace import Trace
 
     if (trace is None) == (workload is None):
         raise UserError("give exactly one of --trace and --workload")
@@ -315,8 +314,7 @@ def _bench_trace(
     if duration is not None:
         if not duration > 0:
             raise UserError(f"--duration must be > 0, got {duration}")
-        keep = t.time_s < duration
-        t = Trace(t.time_s[keep], t.model[keep], t.models, t.slo_ms[keep])
+        t = t.until(duration)
     if len(t) > max_requests:
         raise UserError(
             f"the workload has {len(t)} requests, over --max-requests {max_requests}; "

@@ -69,6 +69,12 @@ class Trace:
     def duration_s(self) -> float:
         return float(self.time_s[-1]) if len(self) else 0.0
 
+    def until(self, seconds: float) -> Trace:
+        """The requests arriving before ``seconds``, each with its model, budget and priority."""
+        keep = self.time_s < seconds
+        priority = None if self.priority is None else self.priority[keep]
+        return Trace(self.time_s[keep], self.model[keep], self.models, self.slo_ms[keep], priority)
+
     def scaled(self, factor: float) -> Trace:
         """The same requests arriving ``factor`` times as fast (times divided by it)."""
         if not factor > 0:
