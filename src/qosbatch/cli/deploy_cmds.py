@@ -49,8 +49,15 @@ def deploy(
     Runs until Ctrl-C or SIGTERM, then shuts the application down.
     """
     if status or shutdown:
+        if plan is not None:  # it would be ignored: these act on what is already running
+            raise UserError(
+                "--status and --shutdown act on the running deployment, not on a plan file; "
+                "drop the plan"
+            )
         _manage(address, status, shutdown)
         return
+    if cpus is not None and address is not None:
+        raise UserError("--cpus sizes the local Ray; a cluster at --address has its own CPUs")
     if plan is None:
         raise UserError("give a plan file (or --status / --shutdown)")
     from qosbatch.deploy.layout import check_fits, read_layout

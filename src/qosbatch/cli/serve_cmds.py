@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # the command imports these when it runs: `qosbatch --help` s
     from qosbatch.workloads.trace import Trace
 
 DEFAULT_SLO = "500ms"
+# serve's parameters that a plan fixes per model: given with --plan, they are refused.
+PLAN_FIXES = ("policy", "slo", "workers", "cores", "share_cores")
 
 
 # serve's options, one alias each, so that the command's signature reads as a list of flags.
@@ -92,6 +94,7 @@ _Records = Annotated[
 
 @app.command()
 def serve(
+    ctx: typer.Context,
     model: _Models = None,
     plan: _Plan = None,
     node: _Node = None,
@@ -126,6 +129,7 @@ def serve(
         given_profiles,
         model_configs,
         refuse_foreign_agents,
+        refuse_plan_conflicts,
         wanted_models,
     )
     from qosbatch.core.units import duration_ms
@@ -136,6 +140,8 @@ def serve(
     from qosbatch.serve.server import ServerConfig
     from qosbatch.sim.check import checked
 
+    if plan is not None:
+        refuse_plan_conflicts([p for p in PLAN_FIXES if given_on_command_line(ctx, p)])
     check_backend(backend, device)
     spec = checked(parse_policy(policy))
     slo_s = duration_ms(slo, "--slo") / 1e3
@@ -158,6 +164,16 @@ def serve(
         records=str(records) if records is not None else None,
     )
     _run(config, host, port, grpc_port)
+
+
+def given_on_command_line(ctx: typer.Context, param: str) -> bool:
+    """Whether the user gave ``param`` (even at its default value), not typer's default.
+
+    By the source's name: typer carries its own copy of click, whose ParameterSource
+    is not ``click.core.ParameterSource``.
+    """
+    source = ctx.get_parameter_source(param)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
 def _run(config: ServerConfig, host: str, port: int, grpc_port: int | None = None) -> None:

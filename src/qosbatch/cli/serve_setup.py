@@ -59,6 +59,36 @@ def check_limits(
         raise UserError(f"--records: no directory {records.parent} to write {records.name} in")
 
 
+# What a plan fixes that each of serve's flags would otherwise set.
+_PLAN_FIXED = {
+    "policy": ("--policy", "policy"),
+    "slo": ("--slo", "SLO"),
+    "workers": ("--workers", "replicas"),
+    "cores": ("--cores", "cores"),
+    "share_cores": ("--share-cores", "cores"),
+}
+
+
+def refuse_plan_conflicts(given: list[str]) -> None:
+    """A flag the plan overrides is refused, never ignored: the user would believe it applied.
+
+    ``given``: the parameters (``PLAN_FIXES`` names) given on the command line with --plan.
+    """
+    if not given:
+        return
+    flags = [_PLAN_FIXED[p][0] for p in given]
+    what = list(dict.fromkeys(_PLAN_FIXED[p][1] for p in given))
+    verb = "conflicts" if len(flags) == 1 else "conflict"
+    raise UserError(
+        f"{_and(flags)} {verb} with --plan: the plan fixes each model's {_and(what)}; "
+        f"edit the plan or drop the flag{'s' if len(flags) > 1 else ''}"
+    )
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
 def wanted_models(
     model: list[str] | None,
     plan: Path | None,
@@ -138,8 +168,6 @@ def core_counts(
                 f"this machine lets us use, got {total}"
             )
         counts = [total] * len(wanted) if share_cores else split_evenly(total, len(wanted))
-    if share_cores and planned:
-        raise UserError("--share-cores divides --cores at run time; a plan fixes each model's")
     return counts
 
 
