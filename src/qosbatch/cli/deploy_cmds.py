@@ -42,6 +42,13 @@ def deploy(
     max_queue: Annotated[
         int, typer.Option(help="Waiting requests per replica before 503.")
     ] = 10_000,
+    pin: Annotated[
+        bool,
+        typer.Option(
+            help="Each replica claims its cores on its node and pins to them "
+            "(--no-pin: the OS places its threads)."
+        ),
+    ] = True,
 ) -> None:
     """Deploy a plan on Ray Serve: a deployment per model with the plan's replicas and cores,
     the qosbatch batcher and policy inside each replica, KServe v2 over HTTP in front.
@@ -70,7 +77,7 @@ def deploy(
     if address is None:
         have = len(os.sched_getaffinity(0))
         check_fits(layout, float(cpus or have), 0.0)  # before Ray starts
-    _run_on_ray(layout, configs, address, cpus, host, port, max_queue)
+    _run_on_ray(layout, configs, address, cpus, host, port, max_queue, pin)
 
 
 def _dry_run(layout: Any, address: str | None, cpus: int | None) -> None:
@@ -96,6 +103,7 @@ def _run_on_ray(
     host: str,
     port: int,
     max_queue: int,
+    pin: bool = True,
 ) -> None:
     """Start (or join) Ray, run the application until a signal, and take it down again."""
     import ray
@@ -114,7 +122,9 @@ def _run_on_ray(
         check_fits(layout, float(res.get("CPU", 0)), float(res.get("memory", 0)))
         serve.start(http_options={"host": host, "port": port})
         replicas = {d.model: d.replicas for d in layout}
-        serve.run(build_application(configs, replicas, max_queue), name=APP_NAME, route_prefix="/")
+        serve.run(
+            build_application(configs, replicas, max_queue, pin), name=APP_NAME, route_prefix="/"
+        )
         _warm_up(host, port, [d.model for d in layout])
         typer.echo(f"qosbatch: deployed {describe(layout)}")
         typer.echo(f"qosbatch: serving on http://{host}:{port} (Ctrl-C or SIGTERM stops it)")

@@ -1,9 +1,10 @@
 """The Ray Serve application: one deployment per model, one ingress speaking KServe v2.
 
 Nothing here re-implements the server. A model replica is a ``Server`` of one
-model whose worker runs in the replica's own process (``InProcessWorker``: Ray
-already gave that process its CPUs), so the batcher and the Policy are the very
-objects ``qosbatch serve`` runs, with per-request deadlines, EDF and shedding.
+model whose worker runs in the replica's own process (``InProcessWorker``),
+pinned to cores it claims on its node (``deploy.pinning``: Ray gives a count of
+CPUs, no ids), so the batcher and the Policy are the very objects ``qosbatch
+serve`` runs, with per-request deadlines, EDF and shedding.
 The ingress mounts the very Starlette app of ``qosbatch serve``
 (``serve.app.build_app``) over a facade whose models submit to the replicas
 through Ray's deployment handles; Ray spreads requests over a model's replicas.
@@ -12,6 +13,7 @@ through Ray's deployment handles; Ray spreads requests over a model's replicas.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +38,17 @@ MAX_ONGOING = 10_000
 class ModelReplica:
     """One replica of one model: the qosbatch batcher and policy, the model in-process."""
 
-    def __init__(self, config: ModelConfig, max_queue: int) -> None:
+    def __init__(self, config: ModelConfig, max_queue: int, pin: bool = True) -> None:
+        self.claim = None  # held for the replica's life: its cores stay ours
+        if pin:
+            import ray
+
+            from qosbatch.deploy.pinning import pin_replica
+
+            session = ray.get_runtime_context().get_session_name()
+            self.claim = pin_replica(f"model-{config.ref.name}", len(config.cpus), session)
+        if self.claim is not None:  # the ids (the count, hence the threads, is the plan's)
+            config = dataclasses.replace(config, cpus=self.claim.cpus)
         self.config = config
         self.server = Server(
             ServerConfig((config,), max_queue=max_queue), worker_kind=InProcessWorker
@@ -161,8 +173,13 @@ class Ingress:
         return Response(b"".join(body), status_code=status, headers=kept)
 
 
-def build_application(configs: list[ModelConfig], replicas: dict[str, int], max_queue: int) -> Any:
-    """The bound Serve application: a deployment per model, the ingress in front."""
+def build_application(
+    configs: list[ModelConfig], replicas: dict[str, int], max_queue: int, pin: bool = True
+) -> Any:
+    """The bound Serve application: a deployment per model, the ingress in front.
+
+    ``pin``: each replica claims and pins its cores (False: the OS places its threads).
+    """
     handles = {}
     for c in configs:
         name = c.ref.name
@@ -170,5 +187,5 @@ def build_application(configs: list[ModelConfig], replicas: dict[str, int], max_
             name=f"model-{name}",
             num_replicas=replicas[name],
             ray_actor_options={"num_cpus": len(c.cpus)},
-        ).bind(c, max_queue)
+        ).bind(c, max_queue, pin)
     return Ingress.bind(configs, handles)
