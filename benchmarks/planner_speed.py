@@ -128,7 +128,8 @@ def main() -> None:
     args = ap.parse_args()
     types, cores = (big_node_types(), POW2_CORES) if args.pow2 else (node_types(), CORES)
     catalogue = Catalogue(types, reserved_memory_gib=0.5, source="bench (2024-06 list)")
-    settings = PlannerSettings(max_batches=MAX_BATCHES, cores=cores)
+    # The queueing planner: slo plans simulate each option and are timed elsewhere.
+    settings = PlannerSettings(policy="dynamic", max_batches=MAX_BATCHES, cores=cores)
     t0 = time.perf_counter()
     services = {
         f"model{i}": ModelService.from_profile(profile(i), max_cores=192, max_batch=32)

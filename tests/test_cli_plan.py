@@ -33,13 +33,19 @@ def catalogue_file(tmp_path):
     return path
 
 
-def test_recommend_prints_one_actionable_line(profile_file):
-    result = run("recommend", profile_file, "--slo", "200ms", "--rate", 20, "--percentile", 99)
+@pytest.mark.parametrize(
+    ("policy", "spec"), [("slo", "slo:max_batch_size="), ("dynamic", "dynamic:max_batch_size=")]
+)
+def test_recommend_prints_one_actionable_line(profile_file, policy, spec):
+    result = run(
+        "recommend", profile_file, "--slo", "200ms", "--rate", 20, "--percentile", 99,
+        "--policy", policy,
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1
     line = lines[0]
-    for fragment in ("dynamic:max_batch_size=", "core", "replica", "p99", "ms", "20 req/s"):
+    for fragment in (spec, "core", "replica", "p99", "ms", "20 req/s"):
         assert fragment in line
 
 
@@ -55,7 +61,7 @@ def test_recommend_with_a_catalogue_prices_it(profile_file, catalogue_file):
 def test_recommend_with_the_default_catalogue(profile_file):
     result = run("recommend", profile_file, "--slo", "300ms", "--rate", 5, "--nodes", "default")
     assert result.exit_code == 0, result.output
-    assert any(f in result.stdout for f in ("c6i", "c7i", "m6i"))
+    assert any(f in result.stdout for f in ("c6i", "c7i", "m6i", "fargate"))
 
 
 def test_unreachable_slo_exits_2_with_one_line(profile_file):
@@ -70,6 +76,12 @@ def test_unreachable_slo_exits_2_with_one_line(profile_file):
         (("--slo", "1s", "--rate", 0), "--rate"),
         (("--slo", "1s", "--rate", 1, "--percentile", 99.9), "percentile must be between"),
         (("--slo", "1s", "--rate", 1, "--max-batch", "0"), "--max-batches"),
+        (("--slo", "1s", "--rate", 1, "--policy", "aimd"), "--policy must be slo or dynamic"),
+        (("--slo", "1s", "--rate", 1, "--frontend", "request=x"), "--frontend"),
+        (
+            ("--slo", "1s", "--rate", 1, "--policy", "dynamic", "--frontend", "request=1ms"),
+            "--frontend is for --policy slo",
+        ),
     ],
 )
 def test_bad_options_exit_2_with_one_line(profile_file, args, fragment):

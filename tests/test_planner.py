@@ -53,7 +53,8 @@ def test_default_catalogue_is_dated_and_priced():
     cat = load_catalogue()
     assert cat.as_of and "check before relying" in cat.source
     assert len(cat.node_types) >= 6
-    assert all(t.price_per_hour and t.price_per_hour > 0 for t in cat.node_types)
+    assert all(t.node_price_per_hour and t.node_price_per_hour > 0 for t in cat.node_types)
+    assert {t.billing for t in cat.node_types} == {"node-hour", "core-second"}
     assert {"c6i.large", "c7i.xlarge", "m6i.xlarge"} <= {t.name for t in cat.node_types}
 
 
@@ -160,15 +161,25 @@ def test_mean_target_plan_meets_its_mean_in_the_simulator():
     assert check.met and check.statistic_ms <= 150.0
 
 
-def test_plan_to_dict_lists_nodes_replicas_settings_latency_and_cost():
+@pytest.mark.parametrize(
+    ("policy", "spec", "source"),
+    [("slo", "slo:max_batch_size=", "simulated (slo)"), ("dynamic", "dynamic:max_batch_size=", "")],
+)
+def test_plan_to_dict_lists_nodes_replicas_settings_latency_and_cost(policy, spec, source):
     services = {"small": service(law_small, "small")}
-    plan = make_plan([Demand("small", 80.0, Target(0.05, 95.0))], services, CATALOGUE)
+    plan = make_plan(
+        [Demand("small", 80.0, Target(0.05, 95.0))],
+        services,
+        CATALOGUE,
+        PlannerSettings(policy=policy),
+    )
     data = plan.to_dict()
     assert data["schema"] == "qosbatch.plan" and data["cost_per_hour"] > 0
     replica = data["nodes"][0]["replicas"][0]
     for key in ("model", "cores", "policy", "b", "predicted_latency_ms", "share", "latency_source"):
         assert key in replica
-    assert replica["policy"].startswith("dynamic:max_batch_size=")
+    assert replica["policy"].startswith(spec)
+    assert replica["latency_source"].startswith(source)
     assert data["models"][0]["target"] == "p95"
 
 

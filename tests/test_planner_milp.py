@@ -82,7 +82,10 @@ def brute_force(options, demands, memory_of):
             bins = min_bins(items, t.cores, memory_of(t) / GIB)
             if t.max_nodes is not None and bins > t.max_nodes:
                 cost = math.inf
-            cost += bins * t.price_per_hour
+            cost += bins * t.rent_per_hour()
+        cost += sum(
+            n * o.node_type.replica_per_hour(o.cores) for o, n in zip(options, x, strict=True)
+        )
         best = min(best, cost)
     return best
 
@@ -91,9 +94,11 @@ def memory_of(t):
     return t.memory_gib * GIB
 
 
-def random_instance(rng, odd_cores):
+def random_instance(rng, odd_cores, pay_per_use=False):
     small = NodeType("small", 4, 4.0, 0.17)
     big = NodeType("big", 8, 16.0, 0.30)
+    if pay_per_use:  # each replica pays its cores by the hour; a dearer core, no whole node
+        small = NodeType("serverless", 4, 4.0, 0.0, price_per_core_hour=0.05)
     sizes = (1, 2, 3, 4) if odd_cores else (1, 2, 4)
     options = []
     for model in ("m0", "m1"):
@@ -109,10 +114,10 @@ def random_instance(rng, odd_cores):
     return options, demands
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(10))
 def test_program_equals_brute_force_on_small_instances(seed):
     rng = np.random.default_rng(seed)
-    options, demands = random_instance(rng, odd_cores=seed % 2 == 1)
+    options, demands = random_instance(rng, odd_cores=seed % 2 == 1, pay_per_use=seed >= 8)
     alloc = allocate(options, demands, memory_of)
     assert alloc.cost_per_hour == pytest.approx(brute_force(options, demands, memory_of))
     # The allocation is what it claims: capacity covers every rate, nodes hold their replicas.

@@ -280,7 +280,9 @@ def _run(
     catalogue = load_catalogue()
     if price is None:
         price = min(
-            t.price_per_hour / t.cores for t in catalogue.node_types if t.price_per_hour is not None
+            t.node_price_per_hour / t.cores
+            for t in catalogue.node_types
+            if t.node_price_per_hour is not None
         )
     elif price < 0:
         raise UserError(f"--price must be >= 0, got {price:g}")

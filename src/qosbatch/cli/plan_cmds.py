@@ -11,16 +11,52 @@ from rich.table import Table
 
 from qosbatch.cli import app
 from qosbatch.cli.profile_cmds import int_list
+from qosbatch.cli.sim_cmds import FrontendOption
 from qosbatch.core.errors import UserError
 from qosbatch.core.units import duration_ms
 
 if TYPE_CHECKING:
-    from qosbatch.planner.plan import Plan
+    from qosbatch.planner.checks import ModelCheck
+    from qosbatch.planner.plan import Plan, PlannerSettings
 
 console = Console()
 
 _NODES_HELP = "Node catalogue YAML (or 'default': the shipped cloud instance list)."
-_BATCH_HELP = "Largest batch sizes b to try, e.g. 1,2,4,8,16,32 (dynamic batching, no delay)."
+_BATCH_HELP = (
+    "Batch caps to try, e.g. 1,2,4,8,16,32: slo takes the largest that fits a node's "
+    "memory; dynamic tries each as its max batch (no delay)."
+)
+_POLICY_HELP = (
+    "slo: our deadline-aware policy, each replica's capacity simulated; dynamic: the "
+    "peers' max-batch rule without delay, from the queueing model."
+)
+_SEARCHING = "simulating slo replicas for their capacity (about a second per core count)..."
+PolicyChoice = Annotated[str, typer.Option("--policy", help=_POLICY_HELP)]
+
+
+def _planner_settings(
+    max_batch: str | None,
+    cores: str | None,
+    headroom: float | None,
+    policy: str,
+    frontend: str | None,
+    seed: int = 0,
+    **file_side: Any,
+) -> PlannerSettings:
+    """PlannerSettings from the command line, over the workload file's (``file_side``)."""
+    from qosbatch.planner.plan import PLANNED_POLICIES, PlannerSettings
+    from qosbatch.planner.slo_options import SloSearch
+    from qosbatch.sim.frontend import parse_frontend
+
+    if policy not in PLANNED_POLICIES:
+        raise UserError(f"--policy must be {' or '.join(PLANNED_POLICIES)}, got {policy!r}")
+    front = parse_frontend(frontend) if frontend is not None else None
+    if front is not None and policy != "slo":
+        raise UserError("--frontend is for --policy slo (its capacity is simulated)")
+    cli = _settings(max_batch, cores, headroom)
+    return PlannerSettings(
+        **{**file_side, **cli}, policy=policy, search=SloSearch(seed=seed, frontend=front)
+    )
 
 
 def _settings(max_batch: str | None, cores: str | None, headroom: float | None) -> dict[str, Any]:
@@ -59,6 +95,8 @@ def recommend(
     headroom: Annotated[
         float | None, typer.Option(help="Plan for rate x (1 + headroom); default 0.03.")
     ] = None,
+    policy: PolicyChoice = "slo",
+    frontend: FrontendOption = None,
 ) -> None:
     """One line: the batching setting, cores, replicas and node that meet the SLO cheapest.
 
@@ -69,7 +107,6 @@ def recommend(
     from qosbatch.core.profile import load_profile
     from qosbatch.planner.files import load_catalogue
     from qosbatch.planner.options import Demand
-    from qosbatch.planner.plan import PlannerSettings
     from qosbatch.planner.recommend import profiled_catalogue
     from qosbatch.planner.recommend import recommend as cheapest
     from qosbatch.planner.service import ModelService
@@ -80,7 +117,7 @@ def recommend(
     if price is not None and price < 0:
         raise UserError(f"--price must be >= 0, got {price:g}")
     target = Target(duration_ms(slo, "--slo") / 1e3, percentile)
-    settings = PlannerSettings(**_settings(max_batch, cores, headroom))
+    settings = _planner_settings(max_batch, cores, headroom, policy, frontend)
     prof = load_profile(profile_path)
     catalogue = load_catalogue(nodes) if nodes is not None else None
     top_cores = max(
@@ -93,7 +130,8 @@ def recommend(
     )
     if catalogue is None:
         catalogue = profiled_catalogue(service, price)
-    rec = cheapest(service, Demand(service.name, rate, target), catalogue, settings)
+    with console.status(_SEARCHING if settings.policy == "slo" else "planning..."):
+        rec = cheapest(service, Demand(service.name, rate, target), catalogue, settings)
     typer.echo(rec.line(catalogue.currency))
 
 
@@ -122,16 +160,18 @@ def plan(
         float,
         typer.Option(help="Seconds the integer program may search (then: best plan found)."),
     ] = 2.0,
+    policy: PolicyChoice = "slo",
+    frontend: FrontendOption = None,
 ) -> None:
     """The cheapest nodes and replicas meeting every model's SLO (integer program, HiGHS).
 
     Exit status 1 when --verify finds a model missing its target in simulation.
     """
     from qosbatch.planner.files import load_catalogue, load_workload, write_plan
-    from qosbatch.planner.plan import PlannerSettings, make_plan
+    from qosbatch.planner.plan import make_plan
 
     catalogue = load_catalogue(nodes)
-    cli = _settings(max_batch, cores, headroom)
+    cli = _settings(max_batch, cores, headroom)  # checked before any profile is read
     top_cores = max([t.cores for t in catalogue.node_types] + list(cli.get("cores") or ()))
     batches = cli.get("max_batches")
     loaded = load_workload(workload, top_cores, max(batches) if batches else None)
@@ -146,8 +186,11 @@ def plan(
     }
     if time_limit <= 0:
         raise UserError(f"--time-limit must be > 0 s, got {time_limit:g}")
-    settings = PlannerSettings(**{**file_side, **cli}, time_limit_s=time_limit)
-    result = make_plan(loaded.demands, loaded.services, catalogue, settings)
+    settings = _planner_settings(
+        max_batch, cores, headroom, policy, frontend, seed, **file_side, time_limit_s=time_limit
+    )
+    with console.status(_SEARCHING if settings.policy == "slo" else "planning..."):
+        result = make_plan(loaded.demands, loaded.services, catalogue, settings)
     write_plan(result, output)
     _print_plan(result)
     typer.echo(f"wrote {output}")
@@ -155,15 +198,29 @@ def plan(
         from qosbatch.planner.verify import verify_plan
 
         with console.status("simulating the plan..."):
-            checks = verify_plan(result, loaded.services, requests, seed)
+            checks = verify_plan(result, loaded.services, requests, seed, settings.search.frontend)
         for check in checks:
             typer.echo(check.line())
+        typer.echo(_simulated_cost(result, checks))
         if not all(c.met for c in checks):
             raise typer.Exit(1)
 
 
+def _simulated_cost(result: Plan, checks: list[ModelCheck]) -> str:
+    """The plan's cost per million requests that the simulation answered on time."""
+    from qosbatch.core.pricing import per_million
+
+    rates = {d.model: d.rate for d in result.demands}
+    on_time = sum(rates[c.model] * c.attainment for c in checks)
+    cost = per_million(result.cost_per_hour, on_time)
+    return f"simulated: {result.currency} {cost:.4g} per million on-time requests"
+
+
 def _print_plan(result: Plan) -> None:
-    table = Table(title=f"plan: {result.currency} {result.cost_per_hour:.4g} per hour")
+    table = Table(
+        title=f"plan: {result.currency} {result.cost_per_hour:.4g} per hour, at most "
+        f"{result.cost_per_million_on_time:.4g} per million on-time requests"
+    )
     for col in ("node", "model", "cores", "max batch", "req/s", "capacity", "predicted"):
         table.add_column(col, justify="left" if col in ("node", "model", "predicted") else "right")
     for n in result.nodes:

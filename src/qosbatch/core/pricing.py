@@ -47,6 +47,13 @@ class Price:
         return self.cost(core_seconds, span_s, nodes) / on_time * 1e6
 
 
+def per_million(cost_per_hour: float, per_second: float) -> float:
+    """Cost per million of what is delivered ``per_second`` at ``cost_per_hour`` (NaN: none)."""
+    if not per_second > 0:
+        return math.nan
+    return cost_per_hour / (per_second * 3600.0) * 1e6
+
+
 def parse_price(text: str) -> Price:
     amount, sep, unit = text.partition("/")
     try:

@@ -208,8 +208,8 @@ def _config(samples: int, w: _Worker, nodes: int, settings: JobSettings) -> JobC
     duration = settings.startup_s + compute
     guarded = settings.startup_s + compute * (1 + margin)
     cost = guarded_cost = None
-    if w.node_type.price_per_hour is not None:
-        rate = nodes * w.node_type.price_per_hour / 3600
+    if w.node_type.node_price_per_hour is not None:
+        rate = nodes * w.node_type.node_price_per_hour / 3600
         cost = rate * max(duration, settings.min_billed_s)
         guarded_cost = rate * max(guarded, settings.min_billed_s)
     return JobConfig(

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qosbatch.core.errors import UserError
+from qosbatch.core.pricing import parse_price
 from qosbatch.core.profile import NodeInfo
 from qosbatch.planner.fields import Fields
 
@@ -45,6 +46,28 @@ class NodeType:
     gflops_per_core: float | None = None  # measured c / cores; None: estimated (see module doc)
     max_nodes: int | None = None  # how many may be rented; None: no limit
     cpu_model: str | None = None  # equal to a profile's node: that node, measured, not predicted
+    # Pay-per-use (serverless CPU): each replica pays for its own cores by the second,
+    # the node itself costs nothing; None: billed per node-hour (price_per_hour).
+    price_per_core_hour: float | None = None
+
+    @property
+    def billing(self) -> str:
+        return "node-hour" if self.price_per_core_hour is None else "core-second"
+
+    @property
+    def node_price_per_hour(self) -> float | None:
+        """What the node costs held for an hour: its price, or all its cores' (pay-per-use)."""
+        if self.price_per_core_hour is not None:
+            return self.price_per_core_hour * self.cores
+        return self.price_per_hour
+
+    def rent_per_hour(self) -> float:
+        """What renting one node costs per hour before any replica runs on it (0: pay-per-use)."""
+        return 0.0 if self.price_per_core_hour is not None else float(self.price_per_hour or 0.0)
+
+    def replica_per_hour(self, cores: int) -> float:
+        """What one replica on ``cores`` of this type adds per hour (pay-per-use only)."""
+        return 0.0 if self.price_per_core_hour is None else self.price_per_core_hour * cores
 
     def is_profiled_node(self, node: NodeInfo) -> bool:
         return self.cpu_model is not None and self.cpu_model == node.cpu_model
@@ -76,10 +99,13 @@ class NodeType:
             "cores": self.cores,
             "memory_gib": None if math.isinf(self.memory_gib) else self.memory_gib,
             "price_per_hour": self.price_per_hour,
+            "billing": self.billing,
             "compute": "estimated" if self.gflops_per_core is None else "given",
         }
         if self.gflops_per_core is not None:
             out["gflops_per_core"] = self.gflops_per_core
+        if self.price_per_core_hour is not None:
+            out["price_per_core_hour"] = self.price_per_core_hour
         return out
 
 
@@ -116,6 +142,7 @@ _NODE_FIELDS = (
     "cores",
     "memory_gib",
     "price_per_hour",
+    "price",
     "gflops_per_core",
     "gflops",
     "max_nodes",
@@ -172,15 +199,35 @@ def _node_type(f: Fields) -> NodeType:
         raise UserError(f"{f.where}: give gflops_per_core or gflops (whole node), not both")
     if total is not None:
         per_core = total / cores
+    per_hour, per_core_hour = _prices(f)
     return NodeType(
         name=name,
         cores=cores,
         memory_gib=float(f.number("memory_gib", positive=True, required=True) or 0.0),
-        price_per_hour=f.number("price_per_hour", minimum=0.0, required=True),
+        price_per_hour=per_hour,
+        price_per_core_hour=per_core_hour,
         gflops_per_core=per_core,
         max_nodes=f.integer("max_nodes", minimum=0),
         cpu_model=f.text("cpu_model"),
     )
+
+
+def _prices(f: Fields) -> tuple[float | None, float | None]:
+    """(price per node-hour, price per core-hour): one of ``price_per_hour`` (a rented
+    node) or ``price: AMOUNT/UNIT`` (``0.085/node-hour``, ``0.0494/core-hour``,
+    ``0.0000137/core-second``; per core: pay-per-use, each replica pays for its cores)."""
+    if f.has("price_per_hour") and f.has("price"):
+        raise UserError(f"{f.where}: give price_per_hour or price (AMOUNT/UNIT), not both")
+    if f.has("price"):
+        text = f.text("price") or ""
+        try:
+            price = parse_price(text)
+        except UserError as exc:
+            raise UserError(f"{f.at('price')}: {exc}".replace("--price takes", "takes")) from None
+        if price.billing == "node-hour":
+            return price.per_second * 3600, None
+        return 0.0, price.per_second * 3600
+    return f.number("price_per_hour", minimum=0.0, required=True), None
 
 
 def profiled_node_type(node: NodeInfo, price_per_hour: float | None = None) -> NodeType:

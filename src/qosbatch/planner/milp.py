@@ -2,13 +2,15 @@
 
 Variables: x_o >= 0 integer (replicas of option o), y_t >= 0 integer (nodes of type t).
 
-    minimise   sum_t price_t y_t
+    minimise   sum_t price_t y_t + sum_o price_o x_o
     subject to sum_{o of m} capacity_o x_o >= rate_m        every model m
                sum_{o on t} cores_o x_o    <= cores_t y_t   every node type t
                sum_{o on t} memory_o x_o   <= memory_t y_t
                y_t <= max_nodes_t
 
-(scipy.optimize.milp, HiGHS). Per type, the totals are a relaxation of packing
+(scipy.optimize.milp, HiGHS). price_t is a node-hour's rent; price_o is zero except on
+a pay-per-use type (billed per core-second), where the node is free and each replica
+pays for its cores for the hour. Per type, the totals are a relaxation of packing
 whole replicas onto whole nodes: a 3-core replica does not share a 4-core node
 with another. So the replicas are then packed node by node (first fit,
 largest first). Where that needs no more nodes than y, the plan is optimal:
@@ -93,7 +95,7 @@ def allocate(
         if not any(o.model == d.model for o in options):
             raise UserError(f"model {d.model}: no option meets its {d.target.label} target")
     for o in options:
-        if o.node_type.price_per_hour is None:
+        if o.node_type.node_price_per_hour is None:
             raise UserError(f"node type {o.node_type.name} has no price: cannot minimise cost")
     types = _types(options)
     # The plan: each replica is charged its packing share of a node's cores (a 3-core
@@ -124,14 +126,14 @@ def allocate(
         packed = first_fit(items, options, t, memory_of(t))
         overflow |= len(packed) > count
         nodes.extend(PlacedNode(t, tuple(p)) for p in packed)
-    cost = sum(_price(n.node_type) for n in nodes)
+    cost = plan_cost(nodes, options)
     method = "aggregate program; first-fit packing met its node count"
     unproven = cost > bound * (1 + 1e-9) + 1e-12
     if overflow or unproven:  # the exact program: to pack, or (when small) to prove
         limit = exact_max_variables if overflow else min(exact_max_variables, PROVE_MAX_VARIABLES)
         exact_result = _per_node(options, demands, types, memory_of, cost, limit, time_limit_s)
         exact, proven = exact_result if exact_result is not None else (None, False)
-        exact_cost = math.inf if exact is None else sum(_price(n.node_type) for n in exact)
+        exact_cost = math.inf if exact is None else plan_cost(exact, options)
         if proven:  # the per-node program is the exact problem: its optimum bounds every plan
             bound = max(bound, exact_cost)
         if exact is not None and exact_cost <= cost + 1e-9:
@@ -154,7 +156,18 @@ def _types(options: Sequence[Option]) -> list[NodeType]:
 
 
 def _price(t: NodeType) -> float:
-    return float(t.price_per_hour or 0.0)
+    return t.rent_per_hour()
+
+
+def _replica_price(o: Option) -> float:
+    return o.node_type.replica_per_hour(o.cores)
+
+
+def plan_cost(nodes: Sequence[PlacedNode], options: Sequence[Option]) -> float:
+    """Per hour: every node's rent, and every pay-per-use replica's cores."""
+    return sum(
+        _price(n.node_type) + sum(_replica_price(options[i]) for i in n.replicas) for n in nodes
+    )
 
 
 def _replica_bound(o: Option, demands: Sequence[Demand]) -> int:
@@ -186,7 +199,9 @@ def _aggregate(
     n_o, n_t = len(options), len(types)
     t_index = {t.name: j for j, t in enumerate(types)}
     m_index = {d.model: i for i, d in enumerate(demands)}
+    replica_cost = np.array([_replica_price(o) for o in options])
     cost = np.array([_tie(o) for o in options] + [_price(t) for t in types])
+    cost[:n_o] += replica_cost
     rows: list[int] = []
     cols: list[int] = []
     vals: list[float] = []
@@ -227,9 +242,10 @@ def _aggregate(
     if res.x is None:
         return None, None, (math.inf if res.status == 2 else -math.inf)
     if relax:  # the node cost of the relaxed optimum: no whole plan costs less
-        return None, None, float(np.dot(cost[n_o:], res.x[n_o:]))
+        return None, None, float(np.dot(cost[n_o:], res.x[n_o:]) + replica_cost @ res.x[:n_o])
     sol = np.round(res.x).astype(int)
     bound = float(sum(_price(t) * int(v) for t, v in zip(types, sol[n_o:], strict=True)))
+    bound += float(replica_cost @ sol[:n_o])
     if res.status != 0:  # stopped by the time limit: the proven bound, not this plan's cost
         dual = getattr(res, "mip_dual_bound", None)
         bound = min(bound, float(dual)) if dual is not None and math.isfinite(dual) else 0.0
@@ -284,7 +300,10 @@ def _per_node(
     if n_x + n_z > max_variables or n_z == 0:
         return None
     m_index = {d.model: i for i, d in enumerate(demands)}
-    cost = np.array([_tie(options[i]) for i, _ in var] + [_price(t) for t, _ in slots])
+    cost = np.array(
+        [_tie(options[i]) + _replica_price(options[i]) for i, _ in var]
+        + [_price(t) for t, _ in slots]
+    )
     rows: list[int] = []
     cols: list[int] = []
     vals: list[float] = []

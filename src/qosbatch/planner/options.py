@@ -72,10 +72,15 @@ class Option:
     memory_bytes: float
     speed_factor: float  # service time on this node type over that on the profiled node
     predicted: bool  # latency carried over by flops*p/c, or at an unprofiled core count
+    spec: str = ""  # the policy spec, where it is not the setting's rule (slo_options)
 
     @property
     def policy(self) -> str:
-        return self.setting.policy(self.queue_capacity)
+        return self.spec or self.setting.policy(self.queue_capacity)
+
+    @property
+    def runs_slo(self) -> bool:
+        return self.policy.split(":", 1)[0] == "slo"
 
     @property
     def label(self) -> str:

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from qosbatch.core.errors import UserError
+from qosbatch.core.pricing import per_million
 from qosbatch.planner.capacity import Curve
 from qosbatch.planner.catalogue import Catalogue, NodeType
+from qosbatch.planner.checks import on_time_floor
 from qosbatch.planner.milp import TIME_LIMIT_S, Allocation, allocate
 from qosbatch.planner.options import (
     DEFAULT_MAX_BATCHES,
@@ -32,16 +34,22 @@ from qosbatch.planner.options import (
     settings_for,
 )
 from qosbatch.planner.service import ModelService, powers_of_two
+from qosbatch.planner.slo_options import SloSearch, enumerate_slo_options, slo_latency
 from qosbatch.planner.targets import OPTIMISM_TOLERANCE
 
 PLAN_SCHEMA = "qosbatch.plan"
 PLAN_VERSION = 1
+PLANNED_POLICIES = ("slo", "dynamic")
 
 
 @dataclass(frozen=True)
 class PlannerSettings:
     """The search space and margins of a plan."""
 
+    # slo: our policy, its capacity simulated (slo_options); dynamic: the (1, b) rule
+    # without delay that the peers run, its capacity from the queueing model (options).
+    policy: str = "slo"
+    search: SloSearch = field(default_factory=SloSearch)
     max_batches: tuple[int, ...] = DEFAULT_MAX_BATCHES  # b of the (1, b) rule
     cores: tuple[int, ...] | None = None  # replica sizes; None: powers of two up to the node
     # Plan for rate * (1 + headroom). The default matches the tail factor's calibration,
@@ -49,6 +57,12 @@ class PlannerSettings:
     headroom: float = OPTIMISM_TOLERANCE
     rel_tol: float | None = None  # capacity precision (None: grid + one confirming solve)
     time_limit_s: float = TIME_LIMIT_S  # per integer program; past it, the best plan found
+
+    def __post_init__(self) -> None:
+        if self.policy not in PLANNED_POLICIES:
+            raise UserError(
+                f"the planner plans {' or '.join(PLANNED_POLICIES)}, got policy {self.policy!r}"
+            )
 
     @property
     def settings(self) -> tuple[BatchSetting, ...]:
@@ -100,6 +114,14 @@ class Plan:
     plan_seconds: float = 0.0
     notes: tuple[str, ...] = field(default_factory=tuple)
 
+    @property
+    def cost_per_million_on_time(self) -> float:
+        """At most this per million on-time requests: the hour's cost over the requests each
+        model's target keeps on time (``checks.on_time_floor``) at its planned rate."""
+        return per_million(
+            self.cost_per_hour, sum(d.rate * on_time_floor(d.target) for d in self.demands)
+        )
+
     def replicas_of(self, model: str) -> list[tuple[PlannedNode, PlannedReplica]]:
         return [(n, r) for n in self.nodes for r in n.replicas if r.model == model]
 
@@ -118,13 +140,17 @@ class Plan:
                     "predicted_latency_ms": round(
                         max(r.predicted_latency_s for _, r in placed) * 1e3, 3
                     ),
-                    "latency_source": _source(any(r.option.predicted for _, r in placed)),
+                    "latency_source": _source(
+                        any(r.option.predicted for _, r in placed),
+                        any(r.option.runs_slo for _, r in placed),
+                    ),
                 }
             )
         return {
             "schema": PLAN_SCHEMA,
             "version": PLAN_VERSION,
             "cost_per_hour": round(self.cost_per_hour, 6),
+            "cost_per_million_on_time": round(self.cost_per_million_on_time, 6),
             "currency": self.currency,
             "prices": self.prices,
             "optimal": self.cost_per_hour <= self.lower_bound * (1 + 1e-9) + 1e-12,
@@ -141,6 +167,7 @@ class Plan:
                     if math.isinf(n.node_type.memory_gib)
                     else n.node_type.memory_gib,
                     "price_per_hour": n.node_type.price_per_hour,
+                    "billing": n.node_type.billing,
                     "replicas": [_replica_dict(r, self) for r in n.replicas],
                 }
                 for n in self.nodes
@@ -149,8 +176,9 @@ class Plan:
         }
 
 
-def _source(predicted: bool) -> str:
-    return "predicted (flops*p/c or unprofiled cores)" if predicted else "profiled"
+def _source(predicted: bool, simulated: bool = False) -> str:
+    how = "simulated (slo) on " if simulated else ""
+    return how + ("predicted (flops*p/c or unprofiled cores)" if predicted else "profiled")
 
 
 def _replica_dict(r: PlannedReplica, plan: Plan) -> dict[str, Any]:
@@ -167,9 +195,19 @@ def _replica_dict(r: PlannedReplica, plan: Plan) -> dict[str, Any]:
         "rate": round(r.rate, 4),
         "share": round(r.rate / total, 6),
         "predicted_latency_ms": round(r.predicted_latency_s * 1e3, 3),
-        "latency_source": _source(o.predicted),
+        "latency_source": _source(o.predicted, o.runs_slo),
         "memory_mib": round(o.memory_bytes / 2**20, 1),
     }
+
+
+def replica_latency(
+    service: ModelService, option: Option, rate: float, demand: Demand, search: SloSearch
+) -> float:
+    """The target statistic (seconds) of one replica fed ``rate``: simulated for ``slo``,
+    from the queueing model for an (a, b) rule, as each option's capacity was found."""
+    if option.runs_slo:
+        return slo_latency(service, option, rate, demand.target, search)
+    return predicted_latency(service, option, rate, demand)
 
 
 def predicted_latency(service: ModelService, option: Option, rate: float, demand: Demand) -> float:
@@ -195,6 +233,19 @@ def model_options(
 ) -> list[Option]:
     """A model's non-dominated options; a UserError naming the model when there are none."""
     counts = settings.core_counts(service)
+    if settings.policy == "slo":
+        options = enumerate_slo_options(
+            service,
+            demand,
+            catalogue.node_types,
+            counts,
+            settings.max_batches,
+            catalogue.usable_memory_bytes,
+            settings.search,
+        )
+        if not options:
+            raise UserError(no_option_reason(service, demand, catalogue, settings))
+        return options
     options = enumerate_options(
         service,
         demand,
@@ -259,7 +310,7 @@ def make_plan(
     alloc = allocate(
         options, sized, catalogue.usable_memory_bytes, time_limit_s=settings.time_limit_s
     )
-    plan = place(alloc, options, demands, services)
+    plan = place(alloc, options, demands, services, settings.search)
     return replace(
         plan,
         currency=catalogue.currency,
@@ -274,8 +325,10 @@ def place(
     options: Sequence[Option],
     demands: Sequence[Demand],
     services: Mapping[str, ModelService],
+    search: SloSearch | None = None,
 ) -> Plan:
     """Name the nodes, route traffic by capacity, predict each replica's latency."""
+    search = search or SloSearch()
     carried = {d.model: 0.0 for d in demands}
     for n in alloc.nodes:
         for i in n.replicas:
@@ -294,7 +347,7 @@ def place(
             rate = d.rate * o.capacity / carried[o.model]
             key = (i, rate)
             if key not in cache:
-                cache[key] = predicted_latency(services[o.model], o, rate, d)
+                cache[key] = replica_latency(services[o.model], o, rate, d, search)
             replicas.append(PlannedReplica(o, rate, cache[key]))
         nodes.append(PlannedNode(f"{n.node_type.name}-{index}", n.node_type, tuple(replicas)))
     return Plan(

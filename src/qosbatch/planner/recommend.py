@@ -16,9 +16,11 @@ import math
 from dataclasses import dataclass
 
 from qosbatch.core.errors import UserError
-from qosbatch.planner.catalogue import Catalogue, profiled_node_type
+from qosbatch.core.pricing import per_million
+from qosbatch.planner.catalogue import Catalogue, NodeType, profiled_node_type
+from qosbatch.planner.checks import on_time_floor
 from qosbatch.planner.options import Demand, Option
-from qosbatch.planner.plan import PlannerSettings, model_options, predicted_latency
+from qosbatch.planner.plan import PlannerSettings, model_options, replica_latency
 from qosbatch.planner.service import ModelService
 
 _LATENCY_CANDIDATES = 12  # equally cheap options whose latency is compared
@@ -33,15 +35,25 @@ class Recommendation:
     cost_per_hour: float | None  # None: the node type has no price
     predicted_latency_s: float  # the target statistic at rate / replicas per replica
 
+    @property
+    def cost_per_million_on_time(self) -> float | None:
+        """At most this: the hour's cost over the requests the target keeps on time."""
+        if self.cost_per_hour is None:
+            return None
+        return per_million(self.cost_per_hour, self.demand.rate * on_time_floor(self.demand.target))
+
     def line(self, currency: str = "USD") -> str:
         o, d = self.option, self.demand
         node = o.node_type.name
         cost = (
-            f"{_money(self.cost_per_hour, currency)}/h"
+            f"{_money(self.cost_per_hour, currency)}/h "
+            f"({_money(self.cost_per_million_on_time, currency)} per million on-time requests)"
             if self.cost_per_hour is not None
             else "cost n/a (no price: pass --nodes or --price)"
         )
         source = "predicted via flops*p/c" if o.predicted else "from the profile"
+        if o.runs_slo:
+            source = f"simulated, {source}"
         plural = "s" * (self.replicas > 1)
         return (
             f"{d.model}: {o.policy} on {o.cores} core{'s' * (o.cores > 1)} x {self.replicas} "
@@ -81,8 +93,8 @@ def recommend(
         nodes = math.ceil(replicas / per_node)
         if t.max_nodes is not None and nodes > t.max_nodes:
             continue
-        price = t.price_per_hour
-        first = nodes * price if price is not None else float(nodes)
+        cost = _cost_per_hour(t, nodes, replicas, o.cores)
+        first = cost if cost is not None else float(nodes)
         scored.append(((first, float(replicas * o.cores)), o, replicas, nodes))
     if not scored:
         limits = ", ".join(
@@ -96,16 +108,21 @@ def recommend(
     tied = sorted((s for s in scored if s[0][0] <= cheapest * (1 + 1e-9)), key=lambda s: s[0])
     best: tuple[float, float, Recommendation] | None = None
     for _, o, replicas, nodes in tied[:_LATENCY_CANDIDATES]:
-        latency = predicted_latency(service, o, demand.rate / replicas, demand)
-        price = o.node_type.price_per_hour
-        rec = Recommendation(
-            demand, o, replicas, nodes, None if price is None else nodes * price, latency
-        )
+        latency = replica_latency(service, o, demand.rate / replicas, demand, settings.search)
+        cost = _cost_per_hour(o.node_type, nodes, replicas, o.cores)
+        rec = Recommendation(demand, o, replicas, nodes, cost, latency)
         key = (latency, float(replicas * o.cores))
         if best is None or key < best[:2]:
             best = (*key, rec)
     assert best is not None  # tied holds at least the cheapest option
     return best[2]
+
+
+def _cost_per_hour(t: NodeType, nodes: int, replicas: int, cores: int) -> float | None:
+    """Rent for the nodes, plus each replica's cores where the type bills per core-second."""
+    if t.node_price_per_hour is None:
+        return None
+    return nodes * t.rent_per_hour() + replicas * t.replica_per_hour(cores)
 
 
 def profiled_catalogue(service: ModelService, price_per_hour: float | None) -> Catalogue:
