@@ -65,8 +65,13 @@ def test_recommend_with_the_default_catalogue(profile_file):
 
 
 def test_unreachable_slo_exits_2_with_one_line(profile_file):
-    result = run("recommend", profile_file, "--slo", "2ms", "--rate", 20, "--percentile", 99)
+    result = run(
+        "recommend", profile_file, "--slo", "2ms", "--rate", 20, "--percentile", 99,
+        "--serve-via", "none",
+    )  # fmt: skip
     assert_one_line_error(result, "fastest batch-1 latency", "model m")
+    result = run("recommend", profile_file, "--slo", "6ms", "--rate", 20, "--percentile", 99)
+    assert_one_line_error(result, "the local path alone takes 8 ms", "model m")
 
 
 @pytest.mark.parametrize(
@@ -77,6 +82,8 @@ def test_unreachable_slo_exits_2_with_one_line(profile_file):
         (("--slo", "1s", "--rate", 1, "--percentile", 99.9), "percentile must be between"),
         (("--slo", "1s", "--rate", 1, "--max-batch", "0"), "--max-batches"),
         (("--slo", "1s", "--rate", 1, "--policy", "aimd"), "--policy must be slo or dynamic"),
+        (("--slo", "1s", "--rate", 1, "--serve-via", "k8s"), "--serve-via must be one of"),
+        (("--slo", "1s", "--rate", 1, "--path-overhead", "x"), "--path-overhead takes"),
         (("--slo", "1s", "--rate", 1, "--frontend", "request=x"), "--frontend"),
         (
             ("--slo", "1s", "--rate", 1, "--policy", "dynamic", "--frontend", "request=1ms"),

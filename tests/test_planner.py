@@ -21,6 +21,7 @@ from qosbatch.planner import (
 )
 from qosbatch.planner.files import load_catalogue
 from qosbatch.planner.options import enumerate_options
+from qosbatch.planner.paths import PATHS
 from qosbatch.planner.recommend import profiled_catalogue
 from qosbatch.planner.verify import verify_plan
 from qosbatch.planner.workload import parse_workload
@@ -215,9 +216,12 @@ def test_recommend_picks_the_cheapest_configuration():
 
 def test_unreachable_slo_names_the_fastest_batch_1_latency():
     svc = service(law_big, "big")
+    none = PlannerSettings(path=PATHS["none"])
     with pytest.raises(UserError, match="fastest batch-1 latency is") as err:
-        recommend(svc, Demand("big", 10.0, Target(0.005, 99.0)), CATALOGUE)
+        recommend(svc, Demand("big", 10.0, Target(0.005, 99.0)), CATALOGUE, none)
     assert "model big" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(UserError, match="the local path alone takes 8 ms"):
+        recommend(svc, Demand("big", 10.0, Target(0.005, 99.0)), CATALOGUE)
 
 
 def test_a_replica_larger_than_every_node_is_named():

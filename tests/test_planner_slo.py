@@ -18,6 +18,7 @@ from qosbatch.planner import (
     recommend,
 )
 from qosbatch.planner.checks import on_time_floor
+from qosbatch.planner.paths import PATHS, serving_path
 from qosbatch.planner.slo_options import SloSearch, simulate_replica, slo_capacity
 from qosbatch.planner.verify import verify_plan
 
@@ -134,3 +135,45 @@ def test_pay_per_use_wins_a_load_too_small_for_a_whole_node():
     plan = make_plan([Demand("m", 5.0, Target(0.2, 99.0))], services, cat)
     assert plan.cost_per_hour == pytest.approx(rec.cost_per_hour)
     assert {n["billing"] for n in plan.to_dict()["nodes"]} == {"core-second"}
+
+
+def test_a_plan_served_via_ray_leaves_the_path_its_overhead():
+    services = {"m": service()}
+    demand = Demand("m", 60.0, Target(0.2, 99.0))
+    via_ray = make_plan([demand], services, NODES, PlannerSettings(path=PATHS["ray"]))
+    (model,) = via_ray.to_dict()["models"]
+    assert model["slo_ms"] == pytest.approx(200.0)  # the client's SLO, as given
+    assert model["server_slo_ms"] == pytest.approx(200.0 - 80.0)  # less Ray's p99
+    assert via_ray.demands[0].target.slo_s == pytest.approx(0.12)
+    # Predicted latency is the client's: the replica's own plus the path's p99.
+    replica = via_ray.to_dict()["nodes"][0]["replicas"][0]
+    server_ms = via_ray.nodes[0].replicas[0].predicted_latency_s * 1e3
+    assert replica["predicted_latency_ms"] == pytest.approx(server_ms + 80.0, abs=1e-3)
+    (check,) = verify_plan(via_ray, services, requests_per_model=8000)
+    assert check.met and check.target.slo_s == pytest.approx(0.12)
+
+
+@pytest.mark.parametrize(
+    ("name", "overhead", "fragment"),
+    [
+        ("grpc", None, "--serve-via must be one of"),
+        ("ray", "5", "MEAN_MS,P99_MS"),
+        ("ray", "9,3", "0 <= mean <= p99"),
+    ],
+)
+def test_bad_serving_paths_are_refused(name, overhead, fragment):
+    with pytest.raises(UserError, match=fragment):
+        serving_path(name, overhead)
+
+
+def test_the_server_reads_its_share_of_the_slo_from_the_plan(tmp_path):
+    from qosbatch.planner.files import read_plan_models, write_plan
+
+    services = {"m": service()}
+    plan = make_plan(
+        [Demand("m", 60.0, Target(0.2, 99.0))], services, NODES, PlannerSettings(path=PATHS["ray"])
+    )
+    write_plan(plan, tmp_path / "plan.yaml")
+    (model,) = read_plan_models(tmp_path / "plan.yaml")
+    assert model.slo_ms == pytest.approx(120.0)  # the replica's deadline: SLO less Ray's p99
+    assert model.policy.startswith("slo:max_batch_size=")

@@ -32,6 +32,22 @@ _POLICY_HELP = (
 )
 _SEARCHING = "simulating slo replicas for their capacity (about a second per core count)..."
 PolicyChoice = Annotated[str, typer.Option("--policy", help=_POLICY_HELP)]
+ServeVia = Annotated[
+    str,
+    typer.Option(
+        "--serve-via",
+        help="The path clients reach the plan through: local (qosbatch serve), ray "
+        "(qosbatch deploy) or none. Each SLO is planned less its measured per-request "
+        "overhead (docs/planner.md), and predicted latencies include it.",
+    ),
+]
+PathOverhead = Annotated[
+    str | None,
+    typer.Option(
+        "--path-overhead",
+        help="Your own measure of the path's overhead, MEAN_MS,P99_MS (default: ours).",
+    ),
+]
 
 
 def _planner_settings(
@@ -40,10 +56,13 @@ def _planner_settings(
     headroom: float | None,
     policy: str,
     frontend: str | None,
+    serve_via: str,
+    path_overhead: str | None,
     seed: int = 0,
     **file_side: Any,
 ) -> PlannerSettings:
     """PlannerSettings from the command line, over the workload file's (``file_side``)."""
+    from qosbatch.planner.paths import serving_path
     from qosbatch.planner.plan import PLANNED_POLICIES, PlannerSettings
     from qosbatch.planner.slo_options import SloSearch
     from qosbatch.sim.frontend import parse_frontend
@@ -55,7 +74,10 @@ def _planner_settings(
         raise UserError("--frontend is for --policy slo (its capacity is simulated)")
     cli = _settings(max_batch, cores, headroom)
     return PlannerSettings(
-        **{**file_side, **cli}, policy=policy, search=SloSearch(seed=seed, frontend=front)
+        **{**file_side, **cli},
+        policy=policy,
+        search=SloSearch(seed=seed, frontend=front),
+        path=serving_path(serve_via, path_overhead),
     )
 
 
@@ -97,6 +119,8 @@ def recommend(
     ] = None,
     policy: PolicyChoice = "slo",
     frontend: FrontendOption = None,
+    serve_via: ServeVia = "local",
+    path_overhead: PathOverhead = None,
 ) -> None:
     """One line: the batching setting, cores, replicas and node that meet the SLO cheapest.
 
@@ -117,7 +141,9 @@ def recommend(
     if price is not None and price < 0:
         raise UserError(f"--price must be >= 0, got {price:g}")
     target = Target(duration_ms(slo, "--slo") / 1e3, percentile)
-    settings = _planner_settings(max_batch, cores, headroom, policy, frontend)
+    settings = _planner_settings(
+        max_batch, cores, headroom, policy, frontend, serve_via, path_overhead
+    )
     prof = load_profile(profile_path)
     catalogue = load_catalogue(nodes) if nodes is not None else None
     top_cores = max(
@@ -162,6 +188,8 @@ def plan(
     ] = 2.0,
     policy: PolicyChoice = "slo",
     frontend: FrontendOption = None,
+    serve_via: ServeVia = "local",
+    path_overhead: PathOverhead = None,
 ) -> None:
     """The cheapest nodes and replicas meeting every model's SLO (integer program, HiGHS).
 
@@ -187,7 +215,16 @@ def plan(
     if time_limit <= 0:
         raise UserError(f"--time-limit must be > 0 s, got {time_limit:g}")
     settings = _planner_settings(
-        max_batch, cores, headroom, policy, frontend, seed, **file_side, time_limit_s=time_limit
+        max_batch,
+        cores,
+        headroom,
+        policy,
+        frontend,
+        serve_via,
+        path_overhead,
+        seed,
+        **file_side,
+        time_limit_s=time_limit,
     )
     with console.status(_SEARCHING if settings.policy == "slo" else "planning..."):
         result = make_plan(loaded.demands, loaded.services, catalogue, settings)
@@ -197,6 +234,8 @@ def plan(
     if verify:
         from qosbatch.planner.verify import verify_plan
 
+        if result.path.p99_s > 0:
+            typer.echo("--verify: each model against its server-side budget (SLO less the path)")
         with console.status("simulating the plan..."):
             checks = verify_plan(result, loaded.services, requests, seed, settings.search.frontend)
         for check in checks:
@@ -233,7 +272,7 @@ def _print_plan(result: Plan) -> None:
                 str(r.option.setting.b),
                 f"{r.rate:.3g}",
                 f"{r.option.capacity:.3g}",
-                f"{d.target.label} {r.predicted_latency_s * 1e3:.1f} ms"
+                f"{d.target.label} {result.client_ms(d, r.predicted_latency_s):.1f} ms"
                 + ("*" if r.option.predicted else ""),
             )
     console.print(table)
@@ -252,3 +291,9 @@ def _print_plan(result: Plan) -> None:
     )
     if result.prices:
         typer.echo(f"prices: {result.prices}")
+    p = result.path
+    if p.p99_s > 0:
+        typer.echo(
+            f"served via {p.name}: each SLO planned less its overhead (mean {p.mean_s * 1e3:g} "
+            f"ms, p99 {p.p99_s * 1e3:g} ms); predicted latencies include it"
+        )

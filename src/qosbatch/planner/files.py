@@ -129,7 +129,8 @@ def read_plan_models(path: str | Path, node: str | None = ALL_NODES) -> list[Pla
         raise UserError(f"{path} is not a qosbatch plan (schema: qosbatch.plan)")
     try:
         nodes = {str(n["name"]): n for n in data["nodes"]}
-        slos = {str(m["name"]): float(m["slo_ms"]) for m in data["models"]}
+        # The server's share of each SLO: the plan left the rest to the serving path.
+        slos = {str(m["name"]): float(m.get("server_slo_ms", m["slo_ms"])) for m in data["models"]}
         if node == ALL_NODES:
             chosen = list(nodes.values())
         else:

@@ -33,6 +33,7 @@ from qosbatch.planner.options import (
     saturation_hint,
     settings_for,
 )
+from qosbatch.planner.paths import PATHS, ServingPath
 from qosbatch.planner.service import ModelService, powers_of_two
 from qosbatch.planner.slo_options import SloSearch, enumerate_slo_options, slo_latency
 from qosbatch.planner.targets import OPTIMISM_TOLERANCE
@@ -50,6 +51,8 @@ class PlannerSettings:
     # without delay that the peers run, its capacity from the queueing model (options).
     policy: str = "slo"
     search: SloSearch = field(default_factory=SloSearch)
+    # What the serving path adds per request: each SLO is planned less it (paths.py).
+    path: ServingPath = PATHS["local"]
     max_batches: tuple[int, ...] = DEFAULT_MAX_BATCHES  # b of the (1, b) rule
     cores: tuple[int, ...] | None = None  # replica sizes; None: powers of two up to the node
     # Plan for rate * (1 + headroom). The default matches the tail factor's calibration,
@@ -103,7 +106,7 @@ class PlannedNode:
 
 @dataclass(frozen=True)
 class Plan:
-    demands: tuple[Demand, ...]
+    demands: tuple[Demand, ...]  # server-side: each SLO less the path's overhead
     nodes: tuple[PlannedNode, ...]
     cost_per_hour: float
     lower_bound: float  # no plan of the same options costs less
@@ -113,6 +116,11 @@ class Plan:
     options_considered: int = 0
     plan_seconds: float = 0.0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    path: ServingPath = PATHS["none"]
+
+    def client_ms(self, d: Demand, server_s: float) -> float:
+        """A server-side latency (or SLO) of ``d``'s model as its client sees it, in ms."""
+        return round((server_s + self.path.overhead_s(d.target)) * 1e3, 3)
 
     @property
     def cost_per_million_on_time(self) -> float:
@@ -133,12 +141,13 @@ class Plan:
                 {
                     "name": d.model,
                     "rate": d.rate,
-                    "slo_ms": d.target.slo_s * 1e3,
+                    "slo_ms": self.client_ms(d, d.target.slo_s),
+                    "server_slo_ms": round(d.target.slo_s * 1e3, 3),
                     "target": d.target.label,
                     "replicas": len(placed),
                     "capacity": round(sum(r.option.capacity for _, r in placed), 4),
-                    "predicted_latency_ms": round(
-                        max(r.predicted_latency_s for _, r in placed) * 1e3, 3
+                    "predicted_latency_ms": self.client_ms(
+                        d, max(r.predicted_latency_s for _, r in placed)
                     ),
                     "latency_source": _source(
                         any(r.option.predicted for _, r in placed),
@@ -156,6 +165,13 @@ class Plan:
             "optimal": self.cost_per_hour <= self.lower_bound * (1 + 1e-9) + 1e-12,
             "lower_bound_per_hour": round(self.lower_bound, 6),
             "method": self.method,
+            "serving_path": {
+                "name": self.path.name,
+                "mean_ms": self.path.mean_s * 1e3,
+                "p99_ms": self.path.p99_s * 1e3,
+                "note": "planned for slo_ms less the path's overhead (server_slo_ms); "
+                "predicted latencies include it",
+            },
             "routing": "each model's requests go to its replicas in proportion to 'share'",
             "models": models,
             "nodes": [
@@ -183,7 +199,8 @@ def _source(predicted: bool, simulated: bool = False) -> str:
 
 def _replica_dict(r: PlannedReplica, plan: Plan) -> dict[str, Any]:
     o = r.option
-    total = next(d.rate for d in plan.demands if d.model == o.model)
+    d = next(d for d in plan.demands if d.model == o.model)
+    total = d.rate
     return {
         "model": o.model,
         "cores": o.cores,
@@ -194,7 +211,7 @@ def _replica_dict(r: PlannedReplica, plan: Plan) -> dict[str, Any]:
         "capacity": round(o.capacity, 4),
         "rate": round(r.rate, 4),
         "share": round(r.rate / total, 6),
-        "predicted_latency_ms": round(r.predicted_latency_s * 1e3, 3),
+        "predicted_latency_ms": plan.client_ms(d, r.predicted_latency_s),
         "latency_source": _source(o.predicted, o.runs_slo),
         "memory_mib": round(o.memory_bytes / 2**20, 1),
     }
@@ -294,7 +311,10 @@ def make_plan(
     catalogue: Catalogue,
     settings: PlannerSettings | None = None,
 ) -> Plan:
-    """The cheapest plan that meets every demand's target on the catalogue's nodes."""
+    """The cheapest plan that meets every demand's target on the catalogue's nodes.
+
+    Each target is planned for the server's budget, its SLO less the serving path's
+    overhead (``settings.path``); the plan's demands are those budgets."""
     settings = settings or PlannerSettings()
     if settings.headroom < 0:
         raise UserError(f"headroom must be >= 0, got {settings.headroom}")
@@ -303,6 +323,7 @@ def make_plan(
         dup = next(n for n in names if names.count(n) > 1)
         raise UserError(f"model {dup!r} is listed twice in the workload")
     start = time.perf_counter()
+    demands = [replace(d, target=settings.path.budget(d.target, d.model)) for d in demands]
     options: list[Option] = []
     for d in demands:
         options.extend(model_options(services[d.model], d, catalogue, settings))
@@ -317,6 +338,7 @@ def make_plan(
         prices=catalogue.source,
         options_considered=len(options),
         plan_seconds=time.perf_counter() - start,
+        path=settings.path,
     )
 
 

@@ -13,7 +13,7 @@ model and one option per answer, this enumeration is exact.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from qosbatch.core.errors import UserError
 from qosbatch.core.pricing import per_million
@@ -78,6 +78,9 @@ def recommend(
 ) -> Recommendation:
     """The cheapest single configuration meeting ``demand`` (module doc); UserError if none."""
     settings = settings or PlannerSettings()
+    client = demand  # the line speaks of what the client sees: the path's overhead included
+    overhead = settings.path.overhead_s(demand.target)
+    demand = replace(demand, target=settings.path.budget(demand.target, demand.model))
     options = model_options(service, demand, catalogue, settings)
     rate = demand.rate * (1 + settings.headroom)
     scored: list[tuple[tuple[float, float], Option, int, int]] = []
@@ -110,7 +113,7 @@ def recommend(
     for _, o, replicas, nodes in tied[:_LATENCY_CANDIDATES]:
         latency = replica_latency(service, o, demand.rate / replicas, demand, settings.search)
         cost = _cost_per_hour(o.node_type, nodes, replicas, o.cores)
-        rec = Recommendation(demand, o, replicas, nodes, cost, latency)
+        rec = Recommendation(client, o, replicas, nodes, cost, latency + overhead)
         key = (latency, float(replicas * o.cores))
         if best is None or key < best[:2]:
             best = (*key, rec)
