@@ -260,3 +260,18 @@ def test_simulate_prices_each_on_time_request(profile):
 
 def test_simulate_refuses_a_price_without_a_unit(profile):
     assert_one_line_error(sim(profile, "--workload", WORKLOAD, "--price", "3usd"), "AMOUNT/UNIT")
+    assert_one_line_error(
+        sim(profile, "--workload", WORKLOAD, "--price", "warp9"), "node type of the default"
+    )
+
+
+def test_simulate_prices_by_a_catalogue_node_as_the_catalogue_bills_it(profile):
+    """c6i.large rents by the node-hour ($0.085); fargate bills each core ($0.04937/h)."""
+    by_name, = ok_json(sim(profile, "--policy", "slo", "--workload", WORKLOAD, "--json",
+                           "--price", "c6i.large"))  # fmt: skip
+    held = 0.085 / 3600 * by_name["span_s"]
+    assert by_name["usd_per_million_on_time"] == pytest.approx(held / by_name["on_time"] * 1e6)
+    assert by_name["price"] == "0.085/node-hour"
+    serverless, = ok_json(sim(profile, "--policy", "slo", "--workload", WORKLOAD, "--json",
+                              "--price", "fargate"))  # fmt: skip
+    assert serverless["price"] == "0.04937/core-hour"

@@ -258,13 +258,12 @@ def bench(
     import dataclasses
     import json
 
-    from qosbatch.cli.sim_cmds import priced, print_metrics
-    from qosbatch.core.pricing import parse_price
+    from qosbatch.cli.sim_cmds import price_of, priced, print_metrics
     from qosbatch.metrics import rejection_reasons, summarize
 
     if cores < 1:
         raise UserError(f"--cores must be >= 1, got {cores}")
-    cost = parse_price(price) if price is not None else None
+    cost = price_of(price) if price is not None else None
     url = _bench_url(url, protocol, encoding)
     t = _bench_trace(model, trace, workload, duration, max_requests, seed)
     if protocol == "grpc":

@@ -53,7 +53,7 @@ PriceOption = Annotated[
     typer.Option(
         help="Price, to show $ per million on-time requests: 0.04/core-hour, "
         "0.0000112/core-second (pay-per-use: billed busy core-seconds) or 0.085/node-hour "
-        "(the whole span)."
+        "(the whole span), or a node type of the default catalogue (c6i.large, fargate)."
     ),
 ]
 FrontendOption = Annotated[
@@ -118,7 +118,7 @@ def simulate(
     from qosbatch.workloads import parse_workload, read_trace
 
     _check_flags(trace is not None, workload is not None, target, max_batch, tune)
-    cost = parse_price(price) if price is not None else None
+    cost = price_of(price) if price is not None else None
     front = parse_frontend(frontend) if frontend is not None else None
     specs = [checked(spec) for spec in parse_policy_list(",".join(policy))]
     profiles = [load_profile(p) for p in profile]
@@ -214,6 +214,26 @@ def _compare(
         return rows
     print_metrics(rows, f"{len(rows)} policies, mean arrival rate {exp.base_rate:.1f} req/s")
     return rows
+
+
+def price_of(text: str) -> Price:
+    """--price: AMOUNT/UNIT, or the name of a node type in the shipped catalogue, billed as
+    the catalogue bills it (a rented node per node-hour, a pay-per-use one per core)."""
+    if "/" in text:
+        return parse_price(text)
+    from qosbatch.planner.files import load_catalogue
+
+    catalogue = load_catalogue()
+    names = [t.name for t in catalogue.node_types]
+    if text not in names:
+        raise UserError(
+            f"--price takes AMOUNT/UNIT (e.g. 0.04/core-hour) or a node type of the default "
+            f"catalogue ({', '.join(names)}), got {text!r}"
+        )
+    t = catalogue.by_name(text)
+    if t.price_per_core_hour is not None:
+        return parse_price(f"{t.price_per_core_hour:.10g}/core-hour")
+    return parse_price(f"{t.price_per_hour:.10g}/node-hour")
 
 
 def priced(price: Price | None, m: Any, nodes: int = 1) -> dict[str, Any]:
