@@ -51,9 +51,7 @@ PathOverhead = Annotated[
 
 
 def _planner_settings(
-    max_batch: str | None,
-    cores: str | None,
-    headroom: float | None,
+    cli: dict[str, Any],
     policy: str,
     frontend: str | None,
     serve_via: str,
@@ -61,7 +59,8 @@ def _planner_settings(
     seed: int = 0,
     **file_side: Any,
 ) -> PlannerSettings:
-    """PlannerSettings from the command line, over the workload file's (``file_side``)."""
+    """PlannerSettings from the command line (``cli``: ``_settings``'s, then these flags),
+    over the workload file's (``file_side``)."""
     from qosbatch.planner.paths import serving_path
     from qosbatch.planner.plan import PLANNED_POLICIES, PlannerSettings
     from qosbatch.planner.slo_options import SloSearch
@@ -72,7 +71,6 @@ def _planner_settings(
     front = parse_frontend(frontend) if frontend is not None else None
     if front is not None and policy != "slo":
         raise UserError("--frontend is for --policy slo (its capacity is simulated)")
-    cli = _settings(max_batch, cores, headroom)
     return PlannerSettings(
         **{**file_side, **cli},
         policy=policy,
@@ -142,7 +140,7 @@ def recommend(
         raise UserError(f"--price must be >= 0, got {price:g}")
     target = Target(duration_ms(slo, "--slo") / 1e3, percentile)
     settings = _planner_settings(
-        max_batch, cores, headroom, policy, frontend, serve_via, path_overhead
+        _settings(max_batch, cores, headroom), policy, frontend, serve_via, path_overhead
     )
     prof = load_profile(profile_path)
     catalogue = load_catalogue(nodes) if nodes is not None else None
@@ -156,7 +154,7 @@ def recommend(
     )
     if catalogue is None:
         catalogue = profiled_catalogue(service, price)
-    with console.status(_SEARCHING if settings.policy == "slo" else "planning..."):
+    with _planning(settings):
         rec = cheapest(service, Demand(service.name, rate, target), catalogue, settings)
     typer.echo(rec.line(catalogue.currency))
 
@@ -215,9 +213,7 @@ def plan(
     if time_limit <= 0:
         raise UserError(f"--time-limit must be > 0 s, got {time_limit:g}")
     settings = _planner_settings(
-        max_batch,
-        cores,
-        headroom,
+        cli,
         policy,
         frontend,
         serve_via,
@@ -226,7 +222,7 @@ def plan(
         **file_side,
         time_limit_s=time_limit,
     )
-    with console.status(_SEARCHING if settings.policy == "slo" else "planning..."):
+    with _planning(settings):
         result = make_plan(loaded.demands, loaded.services, catalogue, settings)
     write_plan(result, output)
     _print_plan(result)
@@ -243,6 +239,11 @@ def plan(
         typer.echo(_simulated_cost(result, checks))
         if not all(c.met for c in checks):
             raise typer.Exit(1)
+
+
+def _planning(settings: PlannerSettings) -> Any:
+    """A spinner while the planner works; slo plans simulate, and take seconds."""
+    return console.status(_SEARCHING if settings.policy == "slo" else "planning...")
 
 
 def _simulated_cost(result: Plan, checks: list[ModelCheck]) -> str:

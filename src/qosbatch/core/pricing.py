@@ -54,7 +54,8 @@ def per_million(cost_per_hour: float, per_second: float) -> float:
     return cost_per_hour / (per_second * 3600.0) * 1e6
 
 
-def parse_price(text: str) -> Price:
+def parse_price(text: str, where: str = "--price") -> Price:
+    """``AMOUNT/UNIT``; a mistake is one line naming ``where`` (the flag, or a file's field)."""
     amount, sep, unit = text.partition("/")
     try:
         value = float(amount.strip().lstrip("$"))
@@ -62,7 +63,7 @@ def parse_price(text: str) -> Price:
         value = math.nan
     if not sep or unit.strip() not in _UNITS or not value >= 0:
         raise UserError(
-            f"--price takes AMOUNT/UNIT with UNIT one of {', '.join(_UNITS)} "
+            f"{where} takes AMOUNT/UNIT with UNIT one of {', '.join(_UNITS)} "
             f"(e.g. 0.04/core-hour), got {text!r}"
         )
     billing, seconds = _UNITS[unit.strip()]

@@ -219,11 +219,7 @@ def _prices(f: Fields) -> tuple[float | None, float | None]:
     if f.has("price_per_hour") and f.has("price"):
         raise UserError(f"{f.where}: give price_per_hour or price (AMOUNT/UNIT), not both")
     if f.has("price"):
-        text = f.text("price") or ""
-        try:
-            price = parse_price(text)
-        except UserError as exc:
-            raise UserError(f"{f.at('price')}: {exc}".replace("--price takes", "takes")) from None
+        price = parse_price(f.text("price") or "", f"{f.at('price')}:")
         if price.billing == "node-hour":
             return price.per_second * 3600, None
         return 0.0, price.per_second * 3600

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from qosbatch.core.requests import ON_TIME, REJECTED, RecordTable
 from qosbatch.planner.targets import Target
 
 # A mean target also bounds the share turned away: a server that sheds half its load can
@@ -51,6 +52,16 @@ class ModelCheck:
             f"{self.statistic_ms:.1f} ms vs SLO {self.target.slo_s * 1e3:g} ms, "
             f"{self.rejected} rejected of {self.requests}: {mark} its target"
         )
+
+
+def record_outcomes(
+    records: RecordTable,
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.bool_]]:
+    """Per record of a run: its request id, its latency (inf where it was rejected) and
+    whether it was on time: what ``check_target`` reads, placed by request id."""
+    served = records.outcome != REJECTED
+    latency = np.where(served, records.completion_s - records.arrival_s, np.inf)
+    return records.request_id, latency, records.outcome == ON_TIME
 
 
 def check_target(

@@ -32,9 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qosbatch.core.requests import ON_TIME, REJECTED
 from qosbatch.planner.catalogue import NodeType
-from qosbatch.planner.checks import ModelCheck, check_target
+from qosbatch.planner.checks import ModelCheck, check_target, record_outcomes
 from qosbatch.planner.options import BatchSetting, CoreCounts, Demand, Option, prune_dominated
 from qosbatch.planner.service import ModelService
 from qosbatch.planner.targets import Target
@@ -91,12 +90,11 @@ def simulate_replica(
         seed=search.seed,
         frontend=search.frontend,
     )
-    rec = result.records
-    served = rec.outcome != REJECTED
+    ids, served_s, served_on_time = record_outcomes(result.records)
     latency = np.full(n, np.inf)
-    latency[rec.request_id[served]] = (rec.completion_s - rec.arrival_s)[served]
+    latency[ids] = served_s
     on_time = np.zeros(n, dtype=bool)
-    on_time[rec.request_id] = rec.outcome == ON_TIME
+    on_time[ids] = served_on_time
     return check_target(service.name, target, latency, on_time)
 
 

@@ -19,8 +19,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from qosbatch.core.requests import ON_TIME, REJECTED
-from qosbatch.planner.checks import ModelCheck, check_target
+from qosbatch.planner.checks import ModelCheck, check_target, record_outcomes
 from qosbatch.planner.plan import Plan
 from qosbatch.planner.service import ModelService
 from qosbatch.policies.registry import parse_policy
@@ -79,10 +78,9 @@ def verify_plan(
                 seed=seed + 7919 * g,
                 frontend=frontend,
             )
-            rec = result.records
-            idx = np.flatnonzero(mask)[rec.request_id]
-            served = rec.outcome != REJECTED
-            latency[idx[served]] = (rec.completion_s - rec.arrival_s)[served]
-            on_time[idx] = rec.outcome == ON_TIME
+            ids, served_s, served_on_time = record_outcomes(result.records)
+            idx = np.flatnonzero(mask)[ids]
+            latency[idx] = served_s
+            on_time[idx] = served_on_time
         checks.append(check_target(d.model, d.target, latency, on_time))
     return checks
