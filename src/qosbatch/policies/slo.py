@@ -80,6 +80,7 @@ class SloPolicy:
         headroom: float = 1.2,
         lookahead: int = 8,
         efficiency_tol: float = 0.05,
+        overload_tol: float = 0.03,
         scale_down: bool = True,
         boost: bool = True,
         boost_load: float = 0.5,
@@ -92,6 +93,8 @@ class SloPolicy:
         _check_knobs(margin, spread_k, max_batch_size, correction, headroom, lookahead)
         if efficiency_tol < 0:
             raise UserError(f"slo: efficiency_tol must be >= 0, got {efficiency_tol}")
+        if overload_tol < 0:
+            raise UserError(f"slo: overload_tol must be >= 0, got {overload_tol}")
         self.margin = margin
         self.spread_k = spread_k
         self.max_batch_size = max_batch_size
@@ -101,6 +104,7 @@ class SloPolicy:
         self.headroom = headroom
         self.lookahead = lookahead
         self.efficiency_tol = efficiency_tol
+        self.overload_tol = overload_tol
         self.scale_down = scale_down
         self.boost = boost
         self.boost_load = boost_load
@@ -113,6 +117,7 @@ class SloPolicy:
         self._table: LatencyTable | None = None
         self._safe_s: list[list[float]] = []  # safe service times, [cores][batch]
         self._efficient: list[int] = []  # the efficient batch size, [cores]
+        self._overload_batch: list[int] = []  # the largest batch in overload, [cores]
         self._safe_ratio = math.nan  # the ratio _safe_s was built with
         self._max_batch = 0
         self._spread: list[list[float]] = []  # 1 + spread_k * cv(b, c)
@@ -143,7 +148,7 @@ class SloPolicy:
         self._safe_ratio = self.ratio
         f = self.ratio * self.margin
         # What does not depend on the ratio is kept while the table and knobs stay.
-        key = (table, self.spread_k, self.max_batch_size, self.efficiency_tol)
+        key = (table, self.spread_k, self.max_batch_size, self.efficiency_tol, self.overload_tol)
         if table is not self._table or key != self._fixed_key:
             self._table = table
             self._fixed_key = key
@@ -153,6 +158,10 @@ class SloPolicy:
             self._max_batch = cap
             self._efficient = [0] + [
                 efficient_batch(row, cap, self.efficiency_tol) for row in table.service_s[1:]
+            ]
+            self._overload_batch = [0] + [
+                max(e, efficient_batch(row, cap, self.overload_tol))
+                for e, row in zip(self._efficient[1:], table.service_s[1:], strict=True)
             ]
         # s * f * (1.0 + k * v), as ever, (s * f) first: the bracket is the one kept above.
         # (map and operator.mul: the same float products, without a Python loop.)
@@ -322,7 +331,7 @@ class SloPolicy:
         if len(view) < room:
             return ""  # (the usual answer: fewer wait in all than could finish before it)
         nominal = view.max_cores // len(view.workers) or 1
-        soonest = start + safe_s[nominal][self._efficient[nominal]]
+        soonest = start + safe_s[nominal][self._overload_batch[nominal]]
         return backlog_reason(view, start, deadline_s, priority, rate, room, soonest)
 
 

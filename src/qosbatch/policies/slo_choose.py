@@ -115,6 +115,7 @@ def overload_choice(
     if not plan.policy.overload or view.priority(ids[0]) != view.priority(ids[-1]):
         return choice
     safe_s, now, efficient, free = plan.safe_s, plan.now, plan.efficient, plan.free_cores
+    largest = plan.overload_batch
     nominal = plan.nominal_cores
     core_options = (free,) if free <= nominal else (nominal, free)
     waiting = plan.deadlines  # (the lookahead's window; ``deep`` may extend it)
@@ -136,7 +137,7 @@ def overload_choice(
     for cores in core_options:
         row = safe_s[cores]
         scale = cores if per_core else 1
-        for b in range(1, efficient[cores] + 1):
+        for b in range(1, largest[cores] + 1):
             k = bisect_left(deep, now + row[b])
             if k + b > len(deep):
                 break  # (a larger b skips at least as many: none fits either)

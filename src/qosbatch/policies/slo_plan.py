@@ -189,6 +189,7 @@ class Planner:
         "max_cores",
         "n_workers",
         "nominal_cores",
+        "overload_batch",
         "now",
         "policy",
         "safe_s",
@@ -213,6 +214,7 @@ class Planner:
         self.ids = ids  # in step with ``deadlines``; the overload rule may read deeper
         self.free_cores = free_cores
         self.efficient = policy._efficient  # efficient[c]: the efficient batch on c cores
+        self.overload_batch = policy._overload_batch  # ...and the largest in overload
         self.n_workers = n_workers = len(view.workers)
         self.max_cores = max_cores = view.max_cores
         self.nominal_cores = max_cores // n_workers or 1  # (max(1, max_cores // n_workers))
