@@ -9,7 +9,7 @@ process's own ticks (utime + stime in /proc/PID/stat) over the run divided by th
 requests: the cost that decides how many requests a core can take. (The worker's
 cost is the same whichever transport brought the request, so it is left out.)
 
-    .venv/bin/python benchmarks/serve_noop.py --protocols http,grpc [--rate 4000] \
+    .venv/bin/python benchmarks/serve_noop.py --protocols http,grpc,grpc-stream [--rate 4000] \
         [--duration 5] [--rounds 3] [--json]
 
 Run by ``serve_noop.py --protocols``; also runnable alone with the same options.
@@ -64,7 +64,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         assert server.proc is not None and server.url is not None
         found = re.search(r"gRPC \(KServe v2\) on (\S+)", server.log_text())
         assert found, server.log_text()
-        address = {"http": server.url, "grpc": found.group(1)}
+        address = {"http": server.url, "grpc": found.group(1), "grpc-stream": found.group(1)}
         for protocol in args.protocols:  # warm-up: connections, code paths, the first batches
             bench(protocol, address[protocol], args, 1.0)
         for r in range(args.rounds):
@@ -98,18 +98,19 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             k: statistics.median(r[k] for r in mine)
             for k in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_request")
         }
-    if "http" in out and "grpc" in out:
-        h, g = out["http"], out["grpc"]
-        out["grpc_over_http"] = {
-            "rps": g["rps"] / h["rps"],
-            "requests_per_core_second": h["cpu_ms_per_request"] / g["cpu_ms_per_request"],
-        }
+    for grpc in ("grpc", "grpc-stream"):
+        if "http" in out and grpc in out:
+            h, g = out["http"], out[grpc]
+            out[f"{grpc.replace('-', '_')}_over_http"] = {
+                "rps": g["rps"] / h["rps"],
+                "requests_per_core_second": h["cpu_ms_per_request"] / g["cpu_ms_per_request"],
+            }
     return out
 
 
 def _line(r: dict[str, Any]) -> str:
     return (
-        f"round {r['round']} {r['protocol']:<5} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms"
+        f"round {r['round']} {r['protocol']:<11} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms"
         f"  p99 {r['p99_ms']:8.2f} ms  front-end CPU {r['cpu_ms_per_request'] * 1e3:6.1f} us/req"
         f"  errors {r['errors']}"
     )
@@ -141,14 +142,14 @@ def report(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=1))
         return 0
     for protocol, s in result["summary"].items():
-        if protocol == "grpc_over_http":
+        if protocol.endswith("_over_http"):
             print(
-                f"gRPC / HTTP: req/s x{s['rps']:.2f}, requests per core-second "
-                f"x{s['requests_per_core_second']:.2f}"
+                f"{protocol.removesuffix('_over_http')} / http: req/s x{s['rps']:.2f}, "
+                f"requests per core-second x{s['requests_per_core_second']:.2f}"
             )
         else:
             print(
-                f"{protocol:<5} median {s['rps']:8.0f} req/s  p50 {s['p50_ms']:.2f} ms  "
+                f"{protocol:<11} median {s['rps']:8.0f} req/s  p50 {s['p50_ms']:.2f} ms  "
                 f"p99 {s['p99_ms']:.2f} ms  {s['cpu_ms_per_request'] * 1e3:.1f} us CPU/request"
             )
     return 0

@@ -552,7 +552,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument(
         "--protocols",
         type=lambda s: [p.strip() for p in s.split(",") if p.strip()],
-        help="instead of wrk: qosbatch alone over these (http,grpc) side by side, "
+        help="instead of wrk: qosbatch alone over these (http,grpc,grpc-stream) side by side, "
         "by `qosbatch bench`, server and client on CPUs apart (benchmarks/noop_protocols.py)",
     )
     noop_protocols.add_options(ap)

@@ -193,3 +193,59 @@ def test_bench_over_grpc_reports_the_same_keys(server):
     )  # fmt: skip
     row = json.loads(shed.stdout)[0]
     assert row["rejected"] == row["requests"] and row["errors"] == 0  # 429s, not errors
+
+
+def test_a_stream_answers_each_request_by_id_and_refuses_with_a_reason(server):
+    """Stock tritonclient's streaming API: results, a shed and a malformed request on one
+    stream, each answered and matched by its id; the stream goes on after refusals."""
+    import queue
+
+    c = grpc_client(server)
+    answers: queue.Queue = queue.Queue()
+    c.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        x = np.random.default_rng(2).standard_normal((1, 3, 32, 32)).astype(np.float32)
+        y = np.arange(8, dtype=np.float32).reshape(2, 4)
+        c.async_stream_infer(MODEL, [grpc_input(x)], request_id="cnn")
+        c.async_stream_infer(NOOP, [grpc_input(y)], request_id="noop")
+        c.async_stream_infer(MODEL, [grpc_input(x)], request_id="late",
+                             parameters={"slo_ms": 0.001})  # fmt: skip
+        c.async_stream_infer(NOOP, [grpc_input(np.ones((1, 5), np.float32))], request_id="bad")
+        c.async_stream_infer(NOOP, [grpc_input(y)], request_id="after")
+        got = [answers.get(timeout=30) for _ in range(5)]
+    finally:
+        c.stop_stream()
+    results = {r.get_response().id: r for r, e in got if e is None}
+    errors = [str(e) for r, e in got if e is not None]
+    assert sorted(results) == ["after", "cnn", "noop"]
+    np.testing.assert_allclose(
+        results["cnn"].as_numpy("output"), expected_output(x), rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_array_equal(results["noop"].as_numpy("output"), y)
+    np.testing.assert_array_equal(results["after"].as_numpy("output"), y)
+    assert len(errors) == 2
+    assert any("RESOURCE_EXHAUSTED" in e and "deadline cannot be met" in e for e in errors)
+    assert any("INVALID_ARGUMENT" in e and "has shape [1, 5]" in e for e in errors)
+
+
+def test_bench_over_a_grpc_stream_reports_the_same_keys(server):
+    from tests.conftest import run_cli
+
+    address = grpc_address(server)
+    result = run_cli(
+        "bench", "--protocol", "grpc-stream", "--url", address, "--model", NOOP,
+        "--workload", "poisson:rate=200,duration_s=1,slo_ms=1000", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)[0]
+    assert row["requests"] == row["on_time"] + row["late"] > 100
+    assert row["errors"] == 0 and row["mean_batch"] >= 1
+    shed = run_cli(
+        "bench", "--protocol", "grpc-stream", "--url", address, "--model", MODEL,
+        "--workload", "poisson:rate=50,duration_s=1,slo_ms=0.001", "--json",
+    )  # fmt: skip
+    row = json.loads(shed.stdout)[0]
+    assert row["rejected"] == row["requests"] and row["errors"] == 0  # 429s, not errors
+    wrong = run_cli("bench", "--protocol", "grpc2", "--model", NOOP, "--workload",
+                    "poisson:rate=5,duration_s=1,slo_ms=100")  # fmt: skip
+    assert wrong.exit_code != 0 and "grpc-stream" in wrong.output

@@ -213,7 +213,7 @@ def bench(
         str | None,
         typer.Option(
             help="The server's base URL (default http://127.0.0.1:8000); "
-            "with --protocol grpc, host:port (default 127.0.0.1:8001)."
+            "with --protocol grpc or grpc-stream, host:port (default 127.0.0.1:8001)."
         ),
     ] = None,
     trace: Annotated[
@@ -235,7 +235,11 @@ def bench(
         ),
     ] = "binary",
     protocol: Annotated[
-        str, typer.Option(help="http, or grpc (KServe v2 over gRPC, as tritonclient.grpc).")
+        str,
+        typer.Option(
+            help="http; grpc (KServe v2 over gRPC, a call per request, as tritonclient.grpc's "
+            "infer); or grpc-stream (every request on one ModelStreamInfer call)."
+        ),
     ] = "http",
     seed: Annotated[int, typer.Option(help="Seed of the workload.")] = 0,
     json_out: Annotated[
@@ -266,10 +270,10 @@ def bench(
     cost = price_of(price) if price is not None else None
     url = _bench_url(url, protocol, encoding)
     t = _bench_trace(model, trace, workload, duration, max_requests, seed)
-    if protocol == "grpc":
+    if protocol in GRPC_PROTOCOLS:
         from qosbatch.client.grpc_client import run_grpc_load
 
-        result = asyncio.run(run_grpc_load(url, model, t))
+        result = asyncio.run(run_grpc_load(url, model, t, stream=protocol == "grpc-stream"))
     else:
         from qosbatch.client.loadgen import run_load
 
@@ -292,16 +296,19 @@ def bench(
         typer.echo(f"wrote {out}", err=json_out)
 
 
+GRPC_PROTOCOLS = ("grpc", "grpc-stream")
+
+
 def _bench_url(url: str | None, protocol: str, encoding: str) -> str:
     """The server's address for ``protocol``, checked (gRPC's is host:port)."""
     if encoding not in ("binary", "json"):
         raise UserError(f"--encoding must be binary or json, got {encoding!r}")
-    if protocol == "grpc":
+    if protocol in GRPC_PROTOCOLS:
         from qosbatch.client.grpc_client import grpc_target
 
         return grpc_target(url or "127.0.0.1:8001")
     if protocol != "http":
-        raise UserError(f"--protocol must be http or grpc, got {protocol!r}")
+        raise UserError(f"--protocol must be http, grpc or grpc-stream, got {protocol!r}")
     if url is None:
         return "http://127.0.0.1:8000"
     if not url.startswith(("http://", "https://")):

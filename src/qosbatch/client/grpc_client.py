@@ -82,8 +82,14 @@ async def run_grpc_load(
     grace_s: float = 10.0,
     progress: Callable[[int, int], None] | None = None,
     slo_parameters: SloParameters = slo_ms_parameter,
+    stream: bool = False,
 ) -> LoadResult:
-    """Send ``trace`` (one model's requests) to the gRPC server at ``target`` open-loop."""
+    """Send ``trace`` (one model's requests) to the gRPC server at ``target`` open-loop.
+
+    ``stream``: every request on one ModelStreamInfer call (Triton's streaming API, as
+    ``tritonclient.grpc``'s ``async_stream_infer`` sends), each matched to its answer
+    by its ``id``; else one ModelInfer call per request.
+    """
     if not len(trace):
         raise UserError("the workload has no requests")
     async with grpc.aio.insecure_channel(target) as channel:
@@ -93,19 +99,85 @@ async def run_grpc_load(
         loop = asyncio.get_running_loop()
         start = loop.time() + 0.05
         slos = trace.slo_ms.tolist()
+        opened = _Stream(stub, outcomes, lambda: loop.time() - start) if stream else None
 
         async def one(i: int) -> None:
             request = pb.ModelInferRequest()
             request.CopyFrom(template)
             for key, value in slo_parameters(slos[i]).items():
                 set_parameter(request.parameters[key], value)
-            await _call(stub, request, outcomes, i, lambda: loop.time() - start)
+            if opened is not None:
+                await opened.send(request, i)
+            else:
+                await _call(stub, request, outcomes, i, lambda: loop.time() - start)
 
-        await _send_open_loop(trace.time_s.tolist(), one, start, grace_s, progress)
+        try:
+            await _send_open_loop(trace.time_s.tolist(), one, start, grace_s, progress)
+        finally:
+            if opened is not None:
+                await opened.close()
         wall = loop.time() - start
     outcomes.unanswered(wall, grace_s)
     errors = sum(1 for r in outcomes.reason if r.startswith(ERROR_PREFIX))
     return LoadResult(outcomes.records(trace, model), errors, wall)
+
+
+class _Stream:
+    """One ModelStreamInfer call: requests written in order, answers matched by ``id``."""
+
+    def __init__(self, stub: Any, outcomes: _Outcomes, now: Callable[[], float]) -> None:
+        self.outcomes = outcomes
+        self.now = now
+        self.outbox: asyncio.Queue[Any] = asyncio.Queue()
+        self.waiting: dict[str, asyncio.Future[None]] = {}
+        self.rpc = stub.ModelStreamInfer(self._requests())
+        self.reader = asyncio.ensure_future(self._read())
+
+    async def _requests(self) -> Any:
+        while (request := await self.outbox.get()) is not None:
+            yield request
+
+    async def send(self, request: Any, i: int) -> None:
+        """Send request ``i`` on the stream and wait for its answer to be recorded."""
+        request.id = key = str(i)
+        answered = self.waiting[key] = asyncio.get_running_loop().create_future()
+        self.outbox.put_nowait(request)
+        await answered
+
+    async def _read(self) -> None:
+        outcomes = self.outcomes
+        try:
+            async for reply in self.rpc:
+                response = reply.infer_response
+                answered = self.waiting.pop(response.id, None)
+                if answered is None:
+                    continue  # (an id it did not send: nothing to record it against)
+                i = int(response.id)
+                outcomes.done_s[i] = self.now()
+                if reply.error_message:
+                    code, _, text = reply.error_message.partition(": ")
+                    status = outcomes.status[i] = STATUS.get(_CODE_NAMES.get(code), 0)
+                    shed = status in (429, 503)
+                    outcomes.reason[i] = text if shed else f"{ERROR_PREFIX}gRPC {code}: {text}"
+                else:
+                    outcomes.status[i] = 200
+                    outcomes.batch[i] = int(response.parameters["batch_size"].int64_param)
+                answered.set_result(None)
+        except grpc.aio.AioRpcError as exc:  # the stream itself ended: all still waiting fail
+            for key, answered in self.waiting.items():
+                i = int(key)
+                outcomes.done_s[i] = self.now()
+                outcomes.reason[i] = f"{ERROR_PREFIX}gRPC stream {exc.code().name}: {exc.details()}"
+                answered.set_result(None)
+            self.waiting.clear()
+
+    async def close(self) -> None:
+        """No more requests: let the server answer those in flight, then end."""
+        self.outbox.put_nowait(None)
+        await self.reader
+
+
+_CODE_NAMES = {code.name: code for code in grpc.StatusCode}
 
 
 async def _call(

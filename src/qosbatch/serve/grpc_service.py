@@ -13,7 +13,9 @@ HTTP status becomes the gRPC code Triton would answer with.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -96,8 +98,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
 
     The methods keep the proto's names: the generated base dispatches by them.
 
-    The other methods of the service (streaming, repository, shared memory, statistics)
-    answer UNIMPLEMENTED, from the generated base.
+    ModelStreamInfer carries many requests on one call (below). The other methods of
+    the service (repository, shared memory, statistics) answer UNIMPLEMENTED, from the
+    generated base.
     """
 
     def __init__(self, front: Front) -> None:
@@ -146,6 +149,56 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
             log.exception("gRPC infer failed")
             await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
 
+    async def ModelStreamInfer(
+        self, requests: AsyncIterator[Any], context: Any
+    ) -> AsyncIterator[Any]:
+        """Triton's streaming inference: requests in on one call, each answer out when done.
+
+        Why: a unary call pays gRPC's per-call setup (a new HTTP/2 stream, its headers,
+        a completion-queue round trip) for every request; a stream pays it once, so a
+        client that keeps one open costs the server less per request. Each request is
+        judged, admitted and batched exactly as ModelInfer's (the same ``_infer``), and
+        its answer comes back in completion order with the request's ``id``, as Triton
+        answers. A refusal is a response with ``error_message`` (the reason, prefixed
+        by the gRPC code ModelInfer would end with) and the stream goes on, as Triton
+        does for a non-decoupled model; nothing accepted goes unanswered while the
+        client keeps the stream open.
+        """
+        done: asyncio.Queue[Any] = asyncio.Queue()
+        running: set[asyncio.Task[None]] = set()
+
+        async def one(request: Any) -> None:
+            try:
+                reply = pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+            except ProtocolError as exc:
+                code = CODES.get(exc.status, grpc.StatusCode.UNKNOWN).name
+                reply = _stream_error(request, f"{code}: {exc.reason}")
+            except Exception as exc:  # as ModelInfer answers INTERNAL: say what, go on
+                log.exception("gRPC stream infer failed")
+                reply = _stream_error(request, f"INTERNAL: {type(exc).__name__}: {exc}")
+            done.put_nowait(reply)
+
+        async def read() -> None:
+            try:
+                async for request in requests:
+                    task = asyncio.ensure_future(one(request))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                while running:  # the client has sent all: answer what is in flight
+                    await asyncio.wait(list(running))
+            finally:
+                done.put_nowait(None)  # (also when reading failed: no wait for nothing)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (reply := await done.get()) is not None:
+                yield reply
+            await reader  # (raises what reading raised)
+        finally:  # the client went away: stop reading, and stop waiting for answers
+            reader.cancel()
+            for task in list(running):
+                task.cancel()
+
     async def _infer(self, request: Any) -> Any:
         front = self.front
         m = front.enter(request.model_name, request.model_version or None)
@@ -164,6 +217,12 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
             response.outputs.add(name=name, datatype=datatype_of(array.dtype), shape=array.shape)
             response.raw_output_contents.append(array.tobytes())
         return response
+
+
+def _stream_error(request: Any, message: str) -> Any:
+    """A stream's refusal of one request: its reason, and its id to match it by."""
+    response = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
+    return pb.ModelStreamInferResponse(error_message=message, infer_response=response)
 
 
 async def _abort(context: Any, exc: ProtocolError) -> None:
