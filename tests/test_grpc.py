@@ -175,12 +175,13 @@ def test_draining_refuses_new_grpc_calls_with_unavailable():
         s.stop()
 
 
-def test_bench_over_grpc_reports_the_same_keys(server):
+@pytest.mark.parametrize("protocol", ["grpc", "grpc-stream"])
+def test_bench_over_grpc_reports_the_same_keys(server, protocol):
     from tests.conftest import run_cli
 
     address = grpc_address(server)
     result = run_cli(
-        "bench", "--protocol", "grpc", "--url", f"grpc://{address}", "--model", NOOP,
+        "bench", "--protocol", protocol, "--url", f"grpc://{address}", "--model", NOOP,
         "--workload", "poisson:rate=100,duration_s=1,slo_ms=1000", "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -188,7 +189,7 @@ def test_bench_over_grpc_reports_the_same_keys(server):
     assert row["requests"] == row["on_time"] + row["late"] > 50
     assert row["errors"] == 0 and row["mean_batch"] >= 1
     shed = run_cli(
-        "bench", "--protocol", "grpc", "--url", address, "--model", MODEL,
+        "bench", "--protocol", protocol, "--url", address, "--model", MODEL,
         "--workload", "poisson:rate=50,duration_s=1,slo_ms=0.001", "--json",
     )  # fmt: skip
     row = json.loads(shed.stdout)[0]
@@ -228,24 +229,9 @@ def test_a_stream_answers_each_request_by_id_and_refuses_with_a_reason(server):
     assert any("INVALID_ARGUMENT" in e and "has shape [1, 5]" in e for e in errors)
 
 
-def test_bench_over_a_grpc_stream_reports_the_same_keys(server):
+def test_bench_names_the_protocols_it_speaks():
     from tests.conftest import run_cli
 
-    address = grpc_address(server)
-    result = run_cli(
-        "bench", "--protocol", "grpc-stream", "--url", address, "--model", NOOP,
-        "--workload", "poisson:rate=200,duration_s=1,slo_ms=1000", "--json",
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    row = json.loads(result.stdout)[0]
-    assert row["requests"] == row["on_time"] + row["late"] > 100
-    assert row["errors"] == 0 and row["mean_batch"] >= 1
-    shed = run_cli(
-        "bench", "--protocol", "grpc-stream", "--url", address, "--model", MODEL,
-        "--workload", "poisson:rate=50,duration_s=1,slo_ms=0.001", "--json",
-    )  # fmt: skip
-    row = json.loads(shed.stdout)[0]
-    assert row["rejected"] == row["requests"] and row["errors"] == 0  # 429s, not errors
     wrong = run_cli("bench", "--protocol", "grpc2", "--model", NOOP, "--workload",
                     "poisson:rate=5,duration_s=1,slo_ms=100")  # fmt: skip
     assert wrong.exit_code != 0 and "grpc-stream" in wrong.output
