@@ -44,6 +44,7 @@ req/s, p50 13-16 ms, p99 20-30 ms; bare Starlette 8,000-8,700 req/s, p50 3.5 ms,
     .venv/bin/python benchmarks/serve_noop.py                      # all three
     .venv/bin/python benchmarks/serve_noop.py --servers triton,starlette --json
     .venv/bin/python benchmarks/serve_noop.py --qosbatch-cmd 'CMD ... --port {port}'
+    .venv/bin/python benchmarks/serve_noop.py --pin --runs 5  # server on CPU 1, wrk on CPU 0
     .venv/bin/python benchmarks/serve_noop.py --protocols http,grpc --duration 5  # beside gRPC
 """
 
@@ -59,6 +60,7 @@ import re
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -340,8 +342,10 @@ def parse_wrk(text: str) -> dict[str, Any]:
 def run_wrk(
     wrk: str, url: str, lua: Path, args: argparse.Namespace, duration_s: float, log_path: Path
 ) -> dict[str, Any]:
-    """One wrk run, killed if it overstays its duration by 30 s."""
+    """One wrk run (on --client-cpus with --pin); killed if it overstays by 30 s."""
+    pin = ["taskset", "-c", args.client_cpus] if args.pin else []
     argv = [
+        *pin,
         wrk,
         f"-t{args.threads}",
         f"-c{args.connections}",
@@ -441,6 +445,7 @@ def bench_one(
             grace_s=STOP_GRACE_S,
             after_stop=plan.after_stop,
             poll_s=0.25,
+            cpus=args.server_cpus if args.pin else None,
         ) as server:
             assert server.url is not None
             ready_s, meta = server.ready_s, metadata(server.url)
@@ -448,13 +453,31 @@ def bench_one(
             url = server.url + INFER_PATH
             if args.warmup > 0:
                 run_wrk(wrk, url, lua, args, args.warmup, logs / f"{name}-wrk.log")
-            log(f"{name}: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s")
-            row = run_wrk(wrk, url, lua, args, args.duration, logs / f"{name}-wrk.log")
+            runs = []
+            for r in range(args.runs):
+                log(f"{name}: run {r + 1}/{args.runs}: wrk -t{args.threads} "
+                    f"-c{args.connections} -d{args.duration:g}s")  # fmt: skip
+                runs.append(run_wrk(wrk, url, lua, args, args.duration, logs / f"{name}-wrk.log"))
             if not server.alive():
                 raise Skip(f"died during the run; log:\n{tail(server_log)}")
     except LaunchError as e:
         raise Skip(str(e)) from e
-    return {"status": "ok", "ready_s": round(ready_s, 2), "server": meta, **plan.info, **row}
+    row = {"status": "ok", "ready_s": round(ready_s, 2), "server": meta, **plan.info}
+    return {**row, **median_row(runs)}
+
+
+def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run's row as it is; several: the medians, each figure's range, and every run."""
+    if len(runs) == 1:
+        return runs[0]
+    row: dict[str, Any] = {"runs": runs}
+    for key in ("rps", "p50_ms", "p99_ms", "avg_ms", "p75_ms", "p90_ms", "requests"):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        row[key] = statistics.median(values) if values else None
+        row[f"{key}_range"] = [min(values), max(values)] if values else None
+    row["non_2xx"] = sum(r["non_2xx"] for r in runs)
+    row["socket_errors_total"] = sum(r["socket_errors_total"] for r in runs)
+    return row
 
 
 def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -475,10 +498,15 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
 def print_table(report: dict[str, Any]) -> None:
     """The human form: one row per server, then the ratios."""
     w = report["wrk"]
+    where = (
+        f"server on CPU {w['server_cpus']}, wrk on CPU {w['wrk_cpus']}"
+        if w["server_cpus"]
+        else f"{report['machine']['cores']} cores shared by wrk and server"
+    )
+    runs = f", median of {w['runs']} runs [min-max]" if w["runs"] > 1 else ""
     print(
-        f"no-op model over HTTP, {report['machine']['cores']} cores shared by wrk and server; "
-        f"wrk -t{w['threads']} -c{w['connections']} -d{w['duration_s']:g}s "
-        f"(after {w['warmup_s']:g} s warm-up)"
+        f"no-op model over HTTP, {where}; wrk -t{w['threads']} -c{w['connections']} "
+        f"-d{w['duration_s']:g}s (after {w['warmup_s']:g} s warm-up){runs}"
     )
     print(
         f"{'server':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
@@ -495,6 +523,9 @@ def print_table(report: dict[str, Any]) -> None:
             continue
         meta = r.get("server") or {}
         note = " ".join(str(meta.get(k, "")) for k in ("name", "version")).strip()
+        if r.get("rps_range"):
+            lo, hi = r["rps_range"]
+            note = f"[{lo:,.0f}-{hi:,.0f} req/s] {note}"
         print(
             f"{name:<10} {num(r['rps'], ',.0f'):>9} {num(r['p50_ms'], '.2f'):>8} "
             f"{num(r['p99_ms'], '.2f'):>8} {r['non_2xx']:>8} {r['socket_errors_total']:>8}  "
@@ -534,6 +565,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of measurement")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds of unrecorded load first")
     ap.add_argument(
+        "--runs", type=int, default=1, help="measured wrk runs per server: medians and ranges"
+    )
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="each server (and its children) on --server-cpus, wrk on --client-cpus",
+    )
+    ap.add_argument(
         "--ready-timeout",
         type=float,
         default=60.0,
@@ -563,6 +602,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         ap.error(f"--servers: unknown {unknown}; choose from {', '.join(SERVERS)}")
     if args.connections < args.threads:
         ap.error("wrk needs --connections >= --threads")
+    if args.runs < 1:
+        ap.error("--runs must be >= 1")
+    if args.pin and set(args.server_cpus.split(",")) & set(args.client_cpus.split(",")):
+        ap.error("--pin: --server-cpus and --client-cpus must not overlap")
     args.servers = names
     return args
 
@@ -611,6 +654,9 @@ def main(argv: list[str] | None = None) -> int:
             "connections": args.connections,
             "duration_s": args.duration,
             "warmup_s": args.warmup,
+            "runs": args.runs,
+            "wrk_cpus": args.client_cpus if args.pin else None,
+            "server_cpus": args.server_cpus if args.pin else None,
             "body": BODY,
         },
         "install_s": installs,
