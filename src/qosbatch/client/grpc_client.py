@@ -153,15 +153,14 @@ class _Stream:
                 if answered is None:
                     continue  # (an id it did not send: nothing to record it against)
                 i = int(response.id)
-                outcomes.done_s[i] = self.now()
                 if reply.error_message:
-                    code, _, text = reply.error_message.partition(": ")
-                    status = outcomes.status[i] = STATUS.get(_CODE_NAMES.get(code), 0)
-                    shed = status in (429, 503)
-                    outcomes.reason[i] = text if shed else f"{ERROR_PREFIX}gRPC {code}: {text}"
+                    name, _, text = reply.error_message.partition(": ")
+                    code = _CODE_NAMES.get(name)
+                    if code is None:  # (not "CODE: reason": all of it is the reason)
+                        code, text = grpc.StatusCode.UNKNOWN, reply.error_message
+                    _record(outcomes, i, self.now(), code=code, text=text)
                 else:
-                    outcomes.status[i] = 200
-                    outcomes.batch[i] = int(response.parameters["batch_size"].int64_param)
+                    _record(outcomes, i, self.now(), response)
                 answered.set_result(None)
         except grpc.aio.AioRpcError as exc:  # the stream itself ended: all still waiting fail
             for key, answered in self.waiting.items():
@@ -187,12 +186,27 @@ async def _call(
     try:
         response = await stub.ModelInfer(request)
     except grpc.aio.AioRpcError as exc:
-        outcomes.done_s[i] = now()
-        status = outcomes.status[i] = STATUS.get(exc.code(), 0)
-        text = exc.details() or exc.code().name
-        shed = status in (429, 503)
-        outcomes.reason[i] = text if shed else f"{ERROR_PREFIX}gRPC {exc.code().name}: {text}"
+        _record(outcomes, i, now(), code=exc.code(), text=exc.details())
         return
-    outcomes.done_s[i] = now()
-    outcomes.status[i] = 200
-    outcomes.batch[i] = int(response.parameters["batch_size"].int64_param)
+    _record(outcomes, i, now(), response)
+
+
+def _record(
+    outcomes: _Outcomes,
+    i: int,
+    done_s: float,
+    response: Any = None,
+    code: grpc.StatusCode | None = None,
+    text: str | None = None,
+) -> None:
+    """Request ``i``'s end, a call's or a stream's: its response, or a refusal's code and
+    reason (a shed or a full queue is a rejection, anything else an error)."""
+    outcomes.done_s[i] = done_s
+    if code is None:
+        outcomes.status[i] = 200
+        outcomes.batch[i] = int(response.parameters["batch_size"].int64_param)
+        return
+    status = outcomes.status[i] = STATUS.get(code, 0)
+    text = text or code.name
+    shed = status in (429, 503)
+    outcomes.reason[i] = text if shed else f"{ERROR_PREFIX}gRPC {code.name}: {text}"

@@ -171,8 +171,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
             try:
                 reply = pb.ModelStreamInferResponse(infer_response=await self._infer(request))
             except ProtocolError as exc:
-                code = CODES.get(exc.status, grpc.StatusCode.UNKNOWN).name
-                reply = _stream_error(request, f"{code}: {exc.reason}")
+                reply = _stream_error(request, f"{_code(exc).name}: {exc.reason}")
             except Exception as exc:  # as ModelInfer answers INTERNAL: say what, go on
                 log.exception("gRPC stream infer failed")
                 reply = _stream_error(request, f"INTERNAL: {type(exc).__name__}: {exc}")
@@ -225,9 +224,14 @@ def _stream_error(request: Any, message: str) -> Any:
     return pb.ModelStreamInferResponse(error_message=message, infer_response=response)
 
 
+def _code(exc: ProtocolError) -> grpc.StatusCode:
+    """The gRPC code that says what the refusal's HTTP status says."""
+    return CODES.get(exc.status, grpc.StatusCode.UNKNOWN)
+
+
 async def _abort(context: Any, exc: ProtocolError) -> None:
     """End the call with the refusal's code and reason (raises, as ``abort`` does)."""
-    await context.abort(CODES.get(exc.status, grpc.StatusCode.UNKNOWN), exc.reason)
+    await context.abort(_code(exc), exc.reason)
 
 
 class GrpcListener:
