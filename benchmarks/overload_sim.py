@@ -33,12 +33,15 @@ from qosbatch.workloads import parse_workload
 from qosbatch.workloads.trace import Trace
 
 
-def mmpp_trace(bench: Bench, rate: float, seed: int) -> Trace:
-    """Mean ``rate``: 0.4x it for 5 s, then 4x it for 1 s, and again."""
+def trace_of(bench: Bench, arrivals: str, rate: float, seed: int) -> Trace:
+    """Poisson as ``overload.py`` draws it; or MMPP of mean ``rate``: 0.4x it for 5 s,
+    then 4x it for 1 s, and again, for ``--mmpp-s``."""
+    if arrivals == "poisson":
+        return bench.trace(rate, seed=seed)
     a = bench.args
     text = (
         f"mmpp:rates={0.4 * rate:.4f}/{4 * rate:.4f},switch_s=5/1,"
-        f"duration_s={a.duration_s:g},slo_ms={a.slo_ms:g}"
+        f"duration_s={a.mmpp_s:g},slo_ms={a.slo_ms:g}"
     )
     return parse_workload(text).generate(np.random.default_rng(seed), bench.model)
 
@@ -65,21 +68,12 @@ def main() -> None:
     print("| policy | arrivals | " + " | ".join(f"{f:g}x" for f in FACTORS) + " |")
     print("|---|---|" + "---:|" * len(FACTORS))
     for spec in specs:
+        bench = Bench(argparse.Namespace(**vars(args), policy=spec.label))
+        bench.frontend = frontend
         for arrivals in ("poisson", "mmpp"):
-            a = argparse.Namespace(**vars(args), policy=spec.label)
-            if arrivals == "mmpp":
-                a.duration_s = args.mmpp_s
-            bench = Bench(a)
-            bench.frontend = frontend
             cells = []
             for f in FACTORS:
-                seed = round(f * 100)
-                rate = f * bench.limit
-                trace = (
-                    bench.trace(rate, seed=seed)
-                    if arrivals == "poisson"
-                    else (mmpp_trace(bench, rate, seed))
-                )
+                trace = trace_of(bench, arrivals, f * bench.limit, round(f * 100))
                 records = bench.simulate(trace)
                 share = goodput(records, trace.duration_s) / bench.limit
                 cells.append(f"{share:.3f} ({summarize(records).mean_batch:.1f})")
