@@ -178,7 +178,8 @@ def test_grids_follow_the_profile_and_triton_gets_its_deadline_knobs():
     small, big = cal.batch_sizes()
     assert (small, big) == (16, 32)  # s(32) = 170 ms fits half the SLO, s(64) = 330 does not
     triton = GRIDS["triton"](cal)
-    assert len(triton) == 8
+    assert len(triton) == 16
+    assert [k["instances"] for k in triton] == [2] * 8 + [1] * 8
     first = triton[0]
     assert first["max_batch_size"] == 32 and first["timeout_margin_ms"] == pytest.approx(170.0)
     assert first["preferred_batch_size"] == [16, 32] and first["max_queue_size"] > 32

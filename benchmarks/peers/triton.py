@@ -12,7 +12,9 @@ answered 503 ``{"error": "Request timeout expired"}``. Triton takes a request's
 ``timeout`` only when it is shorter than a non-zero default, so the default is set
 to an hour (see triton_app.py). Its deadline knobs are all in the grid (see
 ``calibrate.py``): the timeout less the batch's run time, ``max_queue_size`` (a full
-queue rejects at once) and ``preferred_batch_size``.
+queue rejects at once) and ``preferred_batch_size``; and so is its instance count (one
+or two copies of the model on the core), because with one, a request that arrives
+while the copy is busy can wait 500 ms on a shared core (see ``calibrate._triton``).
 
 Install: a venv of its own under the peers cache, built from a *shared-library*
 CPython 3.12 (see ``pythons.py``: the Python backend stub links libpython3.12.so),
@@ -129,6 +131,7 @@ class Triton:
             "max_queue_delay_microseconds": int(knobs["max_queue_delay_microseconds"]),
             "preferred_batch_size": list(knobs.get("preferred_batch_size") or []),
             "max_queue_size": int(knobs.get("max_queue_size", 0)),
+            "instances": int(knobs.get("instances", 1)),
         }
         env = self.py.ld_env({"TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"})
         return Launch(

@@ -2,7 +2,7 @@
 
     PYTHON triton_app.py '{"onnx": ..., "name": ..., "port": ..., "threads": ...,
         "workspace": ..., "max_batch_size": ..., "max_queue_delay_microseconds": ...,
-        "preferred_batch_size": [...], "max_queue_size": ...}'
+        "preferred_batch_size": [...], "max_queue_size": ..., "instances": ...}'
 
 It runs in the PyTriton venv (a shared-library CPython 3.12), so it imports only what
 that venv holds: PyTriton, NumPy and ONNX Runtime, never qosbatch nor torch.
@@ -12,7 +12,9 @@ metrics off, so that nothing else is bound), the dynamic batcher with the two kn
 its users tune, and its queue policy: requests time out in the queue with REJECT,
 and each request may set its own timeout (``"parameters": {"timeout": µs}``), which
 is Triton's only way to act on a latency budget. PyTriton then hands each batch
-Triton formed to ``infer`` in this process, which runs one ORT call on it.
+Triton formed to ``infer`` in this process, which runs one ORT call on it; with
+``instances`` above 1, Triton runs that many batches at once, each on a thread of
+its own sharing the one ORT session (whose ``run`` is thread-safe).
 
 Every batch's size is counted; on the way out (SIGINT, which is what stops PyTriton
 in order) the counts are printed as one line, ``[triton_app] batch sizes {...}``,
@@ -55,13 +57,16 @@ def serve(cfg: dict[str, Any]) -> None:
     in_dtype = _ORT_TYPES.get(source.type, np.float32)
     batches = BatchLog(say)
 
-    @batch
-    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
-        x = np.ascontiguousarray(inputs[source.name], dtype=in_dtype)
-        t0 = time.perf_counter()
-        y = session.run([sink.name], {source.name: x})[0]
-        batches.add(len(x), time.perf_counter() - t0)
-        return {sink.name: y}
+    def instance() -> Any:
+        @batch
+        def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+            x = np.ascontiguousarray(inputs[source.name], dtype=in_dtype)
+            t0 = time.perf_counter()
+            y = session.run([sink.name], {source.name: x})[0]
+            batches.add(len(x), time.perf_counter() - t0)
+            return {sink.name: y}
+
+        return infer
 
     def interrupt(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt  # serve() stops Triton in order on this, and on nothing else
@@ -94,7 +99,7 @@ def serve(cfg: dict[str, Any]) -> None:
         with Triton(config=config, workspace=cfg["workspace"]) as triton:
             triton.bind(
                 model_name=cfg["name"],
-                infer_func=infer,
+                infer_func=[instance() for _ in range(int(cfg.get("instances", 1)))],
                 inputs=[tensor_of(source)],
                 outputs=[tensor_of(sink)],
                 config=ModelConfig(max_batch_size=int(cfg["max_batch_size"]), batcher=batcher),
