@@ -21,6 +21,7 @@ system score 0 on resnet18 (issue 18): it never tried a load the model could car
 
 from __future__ import annotations
 
+import itertools
 import math
 import subprocess
 from collections.abc import Callable
@@ -133,22 +134,21 @@ def _triton(cal: Calibration) -> list[Knobs]:
     """
     small, big = cal.batch_sizes()
     out: list[Knobs] = []
-    for instances in (2, 1):
-        for queue in ("bounded", "unbounded"):
-            for b in (big, small):
-                for d in cal.delays_ms():
-                    budget_ms = cal.slo_ms - 1e3 * cal.batch_s[b]
-                    bound = max(b, math.ceil(cal.limit * budget_ms / 1e3))
-                    out.append(
-                        {
-                            "max_batch_size": b,
-                            "max_queue_delay_microseconds": round(d * 1000),
-                            "preferred_batch_size": [x for x in (small, big) if x <= b],
-                            "max_queue_size": bound if queue == "bounded" else 0,
-                            "timeout_margin_ms": round(1e3 * cal.batch_s[b], 1),
-                            "instances": instances,
-                        }
-                    )
+    for instances, bounded, b, d in itertools.product(
+        (2, 1), (True, False), (big, small), cal.delays_ms()
+    ):
+        budget_ms = cal.slo_ms - 1e3 * cal.batch_s[b]
+        bound = max(b, math.ceil(cal.limit * budget_ms / 1e3))
+        out.append(
+            {
+                "max_batch_size": b,
+                "max_queue_delay_microseconds": round(d * 1000),
+                "preferred_batch_size": [x for x in (small, big) if x <= b],
+                "max_queue_size": bound if bounded else 0,
+                "timeout_margin_ms": round(1e3 * cal.batch_s[b], 1),
+                "instances": instances,
+            }
+        )
     return out
 
 

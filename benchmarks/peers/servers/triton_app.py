@@ -58,6 +58,9 @@ def serve(cfg: dict[str, Any]) -> None:
     batches = BatchLog(say)
 
     def instance() -> Any:
+        """One model instance's callable: a new function object each, since PyTriton
+        failed to start two instances given the same one twice (handshake refused)."""
+
         @batch
         def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
             x = np.ascontiguousarray(inputs[source.name], dtype=in_dtype)
