@@ -195,3 +195,28 @@ def test_triton_timeout_is_the_budget_less_the_batch_time():
     t = Triton()
     assert t.request_parameters(400.0, {"timeout_margin_ms": 170.0}) == {"timeout": 230_000}
     assert t.request_parameters(400.0) == {"timeout": 400_000}
+
+
+def test_a_reused_run_keeps_what_was_measured_and_tunes_only_what_it_lacks():
+    from benchmarks.peers.__main__ import reuse
+
+    before = {
+        "command": "python -m benchmarks.peers --scenarios a,c",
+        "tuning": {"a": [{"system": "triton"}]}, "ladders": {"a": [0.8, 0.9, 1.0]},
+        "runs": [{"scenario": "c", "factor": 2.0}], "digests": {"a-0.8-0": "x"},
+        "overload": [1.5, 2.0, 3.0],
+        "budget": {"tune_s": {"a": 20.0}, "run_s": {"a": 60.0}, "repeats": 3, "points": 3},
+    }  # fmt: skip
+    report = {
+        "command": "python -m benchmarks.peers --scenarios b", "tuning": {}, "ladders": {},
+        "runs": [], "digests": {}, "overload": [],
+        "budget": {"tune_s": {"b": 60.0}, "run_s": {"b": 180.0}, "repeats": 3, "points": 3},
+    }  # fmt: skip
+    reuse(report, before)
+    assert report["tuning"] == before["tuning"] and "b" not in report["tuning"]
+    assert report["overload"] == [1.5, 2.0, 3.0]  # (c)'s rows stay in the report
+    assert report["budget"]["run_s"] == {"a": 60.0, "b": 180.0}
+    assert report["budget"]["tune_s"] == {"a": 20.0, "b": 60.0}
+    report["runs"].append({"scenario": "b"})
+    assert len(before["runs"]) == 1  # the earlier results are not changed in place
+    assert report["command"].endswith("; then python -m benchmarks.peers --scenarios b")

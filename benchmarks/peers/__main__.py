@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import atexit
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -156,7 +157,7 @@ class Comparison:
         store = TraceStore(self.work / "traces", specs, model.name, self.args.seed)
         report: dict[str, Any] = {
             "model": name, "machine": machine(), "limit": cal.limit, "best_batch": cal.best_batch,
-            "slo_ms": cal.slo_ms, "batch_s": cal.batch_s, "budget": budget.__dict__,
+            "slo_ms": cal.slo_ms, "batch_s": cal.batch_s, "budget": dataclasses.asdict(budget),
             "specs": specs, "server_cpus": self.args.server_cpus,
             "client_cpus": self.args.client_cpus, "target": self.args.target,
             "overload": self.args.overload if "c" in self.args.scenarios else [],
@@ -165,12 +166,8 @@ class Comparison:
             "tuning": {}, "ladders": {}, "runs": [], "digests": {}, "smoke": self.args.smoke,
         }  # fmt: skip
         chosen: dict[str, dict[str, Knobs]] = {}
-        if self.args.reuse_tuning is not None:  # its settings and ladders, its runs kept
-            before = json.loads(self.args.reuse_tuning.read_text())
-            for key in ("tuning", "ladders", "runs", "digests"):
-                report[key] = before.get(key, {})
-            report["command"] = before["command"] + "; then " + report["command"]
-            tuned = [k for k in tuned if k in report["tuning"]]
+        if self.args.reuse_tuning is not None:
+            reuse(report, json.loads(self.args.reuse_tuning.read_text()))
         for key in tuned:
             if key not in report["tuning"]:
                 outcomes = self.tune(key, model, grids, store)
@@ -246,6 +243,21 @@ class Comparison:
             report.setdefault("errors", []).append(f"round {repeat} {key} {name}: {exc}")
 
 
+def reuse(report: dict[str, Any], before: dict[str, Any]) -> None:
+    """Carry an earlier run's tuning, ladders, runs and overload loads into ``report``.
+
+    Why: a scenario added later (``--scenarios b`` after a run of a and c) should land
+    in the same results, beside the earlier ones, without tuning again what is tuned:
+    only the scenarios ``before`` lacks are tuned. Durations merge per scenario.
+    """
+    for key in ("tuning", "ladders", "runs", "digests"):
+        report[key] = before.get(key, {}) if key != "runs" else list(before.get(key, []))
+    report["overload"] = report["overload"] or before.get("overload", [])
+    for key in ("tune_s", "run_s"):
+        report["budget"][key] = before["budget"].get(key, {}) | report["budget"][key]
+    report["command"] = before["command"] + "; then " + report["command"]
+
+
 def _raise_on_term(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -279,8 +291,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--target", type=float, default=0.99)
     ap.add_argument(
         "--reuse-tuning", type=Path, default=None, metavar="JSON",
-        help="a results JSON: its tuned settings and ladders, no tuning; its runs are kept "
-        "and this run's added (e.g. --scenarios c after a run of a)",
+        help="a results JSON: its tuned settings, ladders and runs are kept and this run's "
+        "added; only scenarios it lacks are tuned (e.g. --scenarios b after a run of a,c)",
     )  # fmt: skip
     ap.add_argument(
         "--profiles", type=_profiles, default={},
